@@ -1,0 +1,213 @@
+"""The λ-conditioned hyperprior: analysis/synthesis transforms, hyper transforms and FiLM conditioning.
+
+One set of weights serves every rate: a small conditioning network maps the normalised log λ of each example to a
+per-channel scale and shift (FiLM) applied after every conv block, as in loss-conditional training ("You Only Train
+Once", Dosovitskiy & Djolonga 2020).  The FiLM heads start at zero, so an untrained model is exactly the
+unconditioned Ballé et al. (2018) hyperprior.  Entropy models and layers come from CompressAI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+WEIGHTS_FORMAT = "yotocodec-weights"
+WEIGHTS_VERSION = 1
+ARCHITECTURES = ("mean-scale", "scale")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored inside every weights file."""
+
+    arch: str = "mean-scale"
+    N: int = 96
+    M: int = 128
+    lmbda_min: float = 0.0015
+    lmbda_max: float = 0.2
+    cond_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if not 0 < self.lmbda_min <= self.lmbda_max:
+            raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
+
+    def normalise(self, lmbda: Tensor) -> Tensor:
+        """Map λ log-linearly onto [-1, 1] over the trained range (a single-λ model maps everything to 0)."""
+        lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
+        if hi == lo:
+            return torch.zeros_like(lmbda)
+        return 2.0 * (torch.log(lmbda) - lo) / (hi - lo) - 1.0
+
+
+class FiLM(nn.Module):
+    """Per-channel scale exp(γ(λ)) and shift β(λ); zero-initialised, so it starts as the identity."""
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        log_scale, shift = self.head(emb)[:, :, None, None].chunk(2, dim=1)
+        return x * torch.exp(log_scale) + shift
+
+
+class ConditionalSequential(nn.Sequential):
+    """A Sequential whose FiLM layers also receive the conditioning embedding."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, FiLM) else layer(x)
+        return x
+
+
+class YotoHyperprior(CompressionModel):
+    """Scale or mean-scale hyperprior whose transforms are FiLM-conditioned on λ."""
+
+    downsampling_factor = 64  # 2**4 in g_a times 2**2 in h_a: images are padded to a multiple of this
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        N, M, C = config.N, config.M, config.cond_dim
+        mean_scale = config.arch == "mean-scale"
+
+        self.cond = nn.Sequential(nn.Linear(1, C), nn.ReLU(), nn.Linear(C, C), nn.ReLU())
+        self.g_a = ConditionalSequential(
+            conv(3, N), GDN(N), FiLM(N, C),
+            conv(N, N), GDN(N), FiLM(N, C),
+            conv(N, N), GDN(N), FiLM(N, C),
+            conv(N, M), FiLM(M, C),
+        )  # fmt: skip
+        self.g_s = ConditionalSequential(
+            FiLM(M, C),
+            deconv(M, N), GDN(N, inverse=True), FiLM(N, C),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
+            deconv(N, 3),
+        )  # fmt: skip
+        act = nn.LeakyReLU if mean_scale else nn.ReLU
+        self.h_a = ConditionalSequential(
+            conv(M, N, stride=1, kernel_size=3), act(), FiLM(N, C),
+            conv(N, N), act(), FiLM(N, C),
+            conv(N, N),
+        )  # fmt: skip
+        if mean_scale:
+            H = M * 3 // 2
+            self.h_s = ConditionalSequential(
+                deconv(N, M), act(), FiLM(M, C),
+                deconv(M, H), act(), FiLM(H, C),
+                conv(H, 2 * M, stride=1, kernel_size=3),
+            )  # fmt: skip
+        else:
+            self.h_s = ConditionalSequential(
+                deconv(N, N), act(), FiLM(N, C),
+                deconv(N, N), act(), FiLM(N, C),
+                conv(N, M, stride=1, kernel_size=3), act(),
+            )  # fmt: skip
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    def embed(self, lmbda: Tensor) -> Tensor:
+        """Conditioning embedding for a batch of λ values (shape ``(B,)``)."""
+        return self.cond(self.config.normalise(lmbda)[:, None])
+
+    def _hyper_input(self, y: Tensor) -> Tensor:
+        return y if self.config.arch == "mean-scale" else torch.abs(y)
+
+    def _gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
+        params = self.h_s(z_hat, emb)
+        if self.config.arch == "mean-scale":
+            scales, means = params.chunk(2, dim=1)
+            return scales, means
+        return params, None
+
+    def forward(self, x: Tensor, lmbda: Tensor) -> dict:
+        """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation."""
+        emb = self.embed(lmbda)
+        y = self.g_a(x, emb)
+        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(self._hyper_input(y), emb))
+        scales, means = self._gaussian_params(z_hat, emb)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        return {"x_hat": self.g_s(y_hat, emb), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def compress(self, x: Tensor, lmbda: float) -> dict:
+        """Entropy-code a padded batch into rANS strings (needs :meth:`update` to have built the CDF tables)."""
+        emb = self.embed(torch.full((x.size(0),), lmbda, dtype=x.dtype, device=x.device))
+        y = self.g_a(x, emb)
+        z = self.h_a(self._hyper_input(y), emb)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales, means = self._gaussian_params(z_hat, emb)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:])}
+
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], lmbda: float) -> Tensor:
+        """Inverse of :meth:`compress`; returns the padded reconstruction clamped to [0, 1]."""
+        emb = self.embed(torch.full((len(strings[0]),), lmbda))
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales, means = self._gaussian_params(z_hat, emb)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype, means=means)
+        return self.g_s(y_hat, emb).clamp_(0, 1)
+
+
+def state_hash(state_dict: dict[str, Tensor]) -> str:
+    """Short content hash of a state dict: the model id written into every bitstream."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:8]
+
+
+def save_weights(model: YotoHyperprior, path: str | Path, meta: dict | None = None) -> str:
+    """Write a self-describing weights file (config + state with entropy-coder tables); returns its model id."""
+    model.update(force=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    model_id = state_hash(state)
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "version": WEIGHTS_VERSION,
+        "config": asdict(model.config),
+        "model_id": model_id,
+        "meta": meta or {},
+        "state_dict": state,
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return model_id
+
+
+def load_weights(path: str | Path) -> tuple[YotoHyperprior, dict]:
+    """Load a weights file written by :func:`save_weights`; returns the model (eval mode) and its metadata."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises many types for non-checkpoint files
+        raise ValueError(f"{path}: not a yotocodec weights file ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: not a yotocodec weights file")
+    if payload.get("version") != WEIGHTS_VERSION:
+        raise ValueError(f"{path}: unsupported weights version {payload.get('version')!r}")
+    model = YotoHyperprior(ModelConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    model.model_id = state_hash(payload["state_dict"])
+    return model, payload.get("meta", {})

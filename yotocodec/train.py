@@ -1,0 +1,290 @@
+"""Loss-conditional training (and its fixed-λ special case), checkpointing, validation and export.
+
+Every example gets its own λ drawn log-uniformly from the model's range, the model is conditioned on it, and the loss
+is that example's own λ·255²·MSE + bpp.  ``fixed_lambda`` trains an ordinary single-λ model with the same code.
+Runs are made to be killed: checkpoints are written atomically every few minutes and ``resume`` continues the same
+run (model, optimisers, step, RNG state).  Under ``torchrun`` each rank trains on its own shard with its own λ draws
+and DistributedDataParallel keeps the weights identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from compressai.ops import compute_padding
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .data import PatchSampler, image_to_tensor, list_images, load_rgb
+from .metrics import bpp_from_likelihoods, mse_per_example
+from .model import ModelConfig, YotoHyperprior, load_weights, save_weights
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    run_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fixed_lambda: float | None = None
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-3
+    aux_lr: float = 1e-3
+    warmup_steps: int = 500
+    steps: int = 300_000  # planned length: the cosine decay to lr/100 runs over its last `decay_fraction`
+    decay_fraction: float = 0.2
+    clip_norm: float = 1.0
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+    val_dir: str | None = None
+    val_every: int = 2500
+    val_images: int = 24
+    max_minutes: float | None = None
+    init_from: str | None = None  # start a new run from a weights file (e.g. the shipped model)
+
+    def lambda_range(self) -> tuple[float, float]:
+        if self.fixed_lambda is not None:
+            return self.fixed_lambda, self.fixed_lambda
+        return self.model.lmbda_min, self.model.lmbda_max
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, constant, then a cosine decay to 1 % over the last part of the planned steps."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    decay_start = cfg.steps * (1 - cfg.decay_fraction)
+    if step > decay_start:
+        t = min(1.0, (step - decay_start) / max(1.0, cfg.steps - decay_start))
+        lr *= 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+    return lr
+
+
+def sample_lambdas(cfg: TrainConfig, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """λ per example, log-uniform over the training range."""
+    lo, hi = cfg.lambda_range()
+    return torch.from_numpy(np.exp(rng.uniform(math.log(lo), math.log(hi), n))).float()
+
+
+@torch.no_grad()
+def validate(model: YotoHyperprior, images: list[np.ndarray], lambdas: list[float], device: torch.device) -> list:
+    """Mean estimated bpp (from likelihoods, not real files) and PSNR over ``images`` at each λ."""
+    model.eval()
+    results = []
+    for lmbda in lambdas:
+        bpps, psnrs = [], []
+        for img in images:
+            x = image_to_tensor(img).to(device)
+            h, w = x.shape[-2:]
+            pad, unpad = compute_padding(h, w, min_div=model.downsampling_factor)
+            out = model(F.pad(x, pad, mode="replicate"), torch.tensor([lmbda], device=device))
+            x_hat = F.pad(out["x_hat"], unpad).clamp(0, 1)
+            bpps.append(float(bpp_from_likelihoods(out["likelihoods"], h * w)))
+            psnrs.append(float(-10 * torch.log10(mse_per_example(x, torch.round(x_hat * 255) / 255))))
+        results.append({"lmbda": lmbda, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
+    model.train()
+    return results
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _main_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+
+
+def _aux_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) training until ``cfg.steps`` or ``cfg.max_minutes``; returns the final log record."""
+    rank, world, local_rank = _distributed()
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":  # TF32 convolutions are safe here; the entropy models stay in float32
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    is_main = rank == 0
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+
+    model = YotoHyperprior(cfg.model).to(device)
+    optimizer = torch.optim.Adam(_main_parameters(model), lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
+    step, wall = 0, 0.0
+    rng = np.random.default_rng([cfg.seed, rank])
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"]["model"] != asdict(cfg.model) or ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda:
+            raise ValueError(f"{ckpt_path} belongs to a run with another model or λ; use another --run-dir")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        step, wall = ckpt["step"], ckpt["wall_seconds"]
+        if world == 1:
+            rng.bit_generator.state = ckpt["numpy_rng"]
+            torch.set_rng_state(ckpt["torch_rng"])
+            random.setstate(ckpt["python_rng"])
+        else:  # other ranks' streams were not saved: derive fresh, distinct ones
+            rng = np.random.default_rng([cfg.seed, rank, step])
+    elif cfg.init_from:
+        init, _ = load_weights(cfg.init_from)
+        if init.config != cfg.model:
+            raise ValueError(f"{cfg.init_from} has configuration {init.config}, not {cfg.model}")
+        model.load_state_dict(init.state_dict())
+        model.train()
+    if not ckpt_path.exists():
+        torch.manual_seed(cfg.seed + rank)
+
+    sampler = PatchSampler(cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main)
+    val_images = []
+    if is_main and cfg.val_dir and Path(cfg.val_dir).is_dir():
+        val_images = [load_rgb(p) for p in list_images(cfg.val_dir)[: cfg.val_images]]
+    lo, hi = cfg.lambda_range()
+    val_lambdas = sorted({lo, math.sqrt(lo * hi), hi})
+
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+
+    def save_checkpoint() -> None:
+        if not is_main:
+            return
+        _atomic_save(
+            {
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "aux_optimizer": aux_optimizer.state_dict(),
+                "step": step,
+                "wall_seconds": wall,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+            },
+            ckpt_path,
+        )
+
+    log = (run_dir / LOG_NAME).open("a") if is_main else None
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    last_ckpt = time.monotonic()
+    sums = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
+    count, record = 0, {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and is_main), dynamic_ncols=True)
+    model.train()
+    try:
+        while step < cfg.steps and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            x = sampler.sample(cfg.batch_size, rng).to(device)
+            lmbda = sample_lambdas(cfg, cfg.batch_size, rng).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+
+            out = net(x, lmbda)
+            mse = mse_per_example(x, out["x_hat"])
+            bpp = bpp_from_likelihoods(out["likelihoods"], x.shape[-2] * x.shape[-1])
+            loss = (lmbda * 255**2 * mse + bpp).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(_main_parameters(model), cfg.clip_norm)
+            optimizer.step()
+
+            aux_optimizer.zero_grad(set_to_none=True)
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            if world > 1:  # the quantiles are outside DDP's forward graph: average their gradients by hand
+                for p in _aux_parameters(model):
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+            aux_optimizer.step()
+
+            step += 1
+            wall += time.monotonic() - t0
+            for key, value in (("loss", loss), ("bpp", bpp.mean()), ("mse", mse.mean()), ("aux", aux_loss)):
+                sums[key] += value.item()
+            count += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                record = {k: v / count for k, v in sums.items()}
+                record.update(step=step, wall_seconds=round(wall, 1), lr=learning_rate(cfg, step - 1))
+                record["psnr"] = -10 * math.log10(max(record["mse"], 1e-12))
+                if log:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.set_postfix(loss=f"{record['loss']:.3f}", bpp=f"{record['bpp']:.3f}", psnr=f"{record['psnr']:.2f}")
+                sums = dict.fromkeys(sums, 0.0)
+                count = 0
+            if val_images and step % cfg.val_every == 0:
+                val = {
+                    "step": step,
+                    "wall_seconds": round(wall, 1),
+                    "val": validate(model, val_images, val_lambdas, device),
+                }
+                log.write(json.dumps(val) + "\n")
+                log.flush()
+                bar.write(
+                    "validation "
+                    + ", ".join(f"λ={v['lmbda']:.4g}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for v in val["val"])
+                )
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                save_checkpoint()
+                last_ckpt = time.monotonic()
+            bar.update(1)
+    finally:  # also on Ctrl-C: keep everything up to the last completed step
+        save_checkpoint()
+        bar.close()
+        if log:
+            log.close()
+    return record | {"step": step}
+
+
+def export(checkpoint: str | Path, output: str | Path) -> str:
+    """Write the shipped weights file (model only, CDF tables built) from a training checkpoint; returns the id."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = ckpt["config"]
+    model = YotoHyperprior(ModelConfig(**cfg["model"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    meta = {
+        "steps": ckpt["step"],
+        "train_hours": round(ckpt["wall_seconds"] / 3600, 2),
+        "fixed_lambda": cfg["fixed_lambda"],
+        "batch_size": cfg["batch_size"],
+        "patch_size": cfg["patch_size"],
+    }
+    return save_weights(model, output, meta)
+
+
+def config_from_checkpoint(checkpoint: str | Path, **overrides: object) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with, with some fields changed (e.g. ``max_minutes``)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+    saved["model"] = ModelConfig(**saved["model"])
+    return replace(TrainConfig(**saved), **overrides)
