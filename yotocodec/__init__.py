@@ -1,1 +1,22 @@
-"""yotocodec."""
+"""yotocodec: a variable-rate learned image codec — one λ-conditioned model for every quality.
+
+    >>> import yotocodec
+    >>> data = yotocodec.encode(Image.open("photo.png"), quality=60)   # bytes
+    >>> image = yotocodec.decode(data)                                   # PIL.Image
+"""
+
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+
+# CompressAI 1.2.8 calls torch.jit.script at import time, which torch ≥ 2.10 flags as deprecated: noise for users.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from .codec import Info, decode, encode, inspect, load_model  # noqa: E402
+from .errors import YotoError  # noqa: E402
+
+try:
+    __version__ = version("yotocodec")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["Info", "YotoError", "__version__", "decode", "encode", "inspect", "load_model"]

@@ -1,0 +1,174 @@
+"""The command line: round trips, info, and a one-line error with exit code 1 for every bad input."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import synthetic
+from PIL import Image
+
+from yotocodec.cli import main
+from yotocodec.metrics import psnr
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def png(tmp_path) -> Path:
+    path = tmp_path / "in.png"
+    synthetic(120, 90).save(path)
+    return path
+
+
+@pytest.fixture
+def yoto(png, tmp_path) -> Path:
+    out = tmp_path / "in.yoto"
+    code, output = run("encode", png, "-q", "70", "-o", out)
+    assert code == 0, output
+    return out
+
+
+def assert_fails(args: list, message: str, tmp_path: Path | None = None) -> None:
+    before = set(tmp_path.iterdir()) if tmp_path else set()
+    code, output = run(*args)
+    assert code == 1, output
+    assert output.startswith("error: ") and output.count("\n") == 1, output
+    assert message in output, output
+    assert "Traceback" not in output
+    if tmp_path:  # nothing half-written is left behind
+        assert set(tmp_path.iterdir()) == before
+
+
+def test_encode_decode_info(png, tmp_path):
+    out, back = tmp_path / "a.yoto", tmp_path / "a.png"
+    code, output = run("encode", png, "-q", "80", "-o", out, "-v")
+    assert code == 0 and "bpp" in output and "timings:" in output, output
+    code, output = run("decode", out, "-o", back)
+    assert code == 0, output
+    original, decoded = np.asarray(Image.open(png)), np.asarray(Image.open(back))
+    assert decoded.shape == original.shape and psnr(original, decoded) > 22
+    code, output = run("info", out)
+    assert code == 0
+    assert "120×90 RGB" in output and "quality:  80.00" in output and "λ = " in output and "bpp" in output
+
+
+def test_default_output_names(png):
+    assert run("encode", png)[0] == 0
+    assert png.with_suffix(".yoto").exists()
+    png.unlink()
+    assert run("decode", png.with_suffix(".yoto"))[0] == 0
+    assert png.exists()
+
+
+def test_lambda_option(png, tmp_path, model):
+    code, output = run("encode", png, "--lmbda", str(model.config.lmbda_min * 2), "-o", tmp_path / "l.yoto")
+    assert code == 0, output
+
+
+def test_existing_output_needs_force(png, yoto, tmp_path):
+    original = yoto.read_bytes()
+    assert_fails(["encode", png, "-q", "10", "-o", yoto], "exists (use --force", tmp_path)
+    assert yoto.read_bytes() == original
+    assert run("encode", png, "-q", "10", "-o", yoto, "--force")[0] == 0
+    assert yoto.read_bytes() != original
+
+
+def test_missing_input(tmp_path):
+    assert_fails(["encode", tmp_path / "nope.png", "-o", tmp_path / "x.yoto"], "no such file", tmp_path)
+    assert_fails(["decode", tmp_path / "nope.yoto", "-o", tmp_path / "x.png"], "no such file", tmp_path)
+    assert_fails(["info", tmp_path / "nope.yoto"], "no such file", tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am not an image\n"])
+def test_non_image_input(tmp_path, content):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    assert_fails(["encode", bad, "-o", tmp_path / "x.yoto"], "not an image file", tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_image_input(tmp_path, fmt):
+    path = tmp_path / f"t.{fmt.lower()}"
+    synthetic(200, 150).save(path, format=fmt)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_fails(["encode", path, "-o", tmp_path / "x.yoto"], "cannot decode image", tmp_path)
+
+
+def test_bad_quality_and_both_settings(png, tmp_path):
+    code, output = run("encode", png, "-q", "101", "-o", tmp_path / "x.yoto")
+    assert code == 2 and "101" in output  # click's own usage error
+    assert_fails(["encode", png, "-q", "5", "--lmbda", "0.01", "-o", tmp_path / "x.yoto"], "not both", tmp_path)
+    assert_fails(["encode", png, "--lmbda", "5", "-o", tmp_path / "x.yoto"], "outside this model's trained range")
+
+
+def test_unknown_output_type(yoto, tmp_path):
+    assert_fails(["decode", yoto, "-o", tmp_path / "x.unknown"], "unknown output image type", tmp_path)
+
+
+def corrupt(data: bytes, how: str) -> bytes:
+    if how == "magic":
+        return b"JUNK" + data[4:]
+    if how == "version":
+        return data[:4] + bytes([9]) + data[5:]
+    if how == "truncated":
+        return data[: len(data) - 10]
+    if how == "crc":
+        return data[:-1] + bytes([data[-1] ^ 0x55])
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("magic", "not a yotocodec file"),
+        ("version", "unsupported format version 9"),
+        ("truncated", "truncated"),
+        ("crc", "CRC32 mismatch"),
+    ],
+)
+def test_corrupt_bitstreams(yoto, tmp_path, how, message):
+    bad = tmp_path / "bad.yoto"
+    bad.write_bytes(corrupt(yoto.read_bytes(), how))
+    assert_fails(["decode", bad, "-o", tmp_path / "x.png"], message, tmp_path)
+    assert_fails(["info", bad], message, tmp_path)
+
+
+def test_oversized_declared_image(tmp_path):
+    """A header that declares a huge image is refused before anything is allocated."""
+    fields = b"YOTO" + bytes([1]) + bytes(4) + struct.pack(">H", 0) + bytes([1]) + b"\xff\xff\x03" * 2 + b"\x01\x00"
+    path = tmp_path / "huge.yoto"
+    path.write_bytes(fields + struct.pack(">I", zlib.crc32(fields)))
+    assert_fails(["decode", path, "-o", tmp_path / "x.png"], "exceeds the limit", tmp_path)
+
+
+def test_file_from_another_model(png, tmp_path, other_model_path, model):
+    out = tmp_path / "other.yoto"
+    assert run("encode", png, "--model", other_model_path, "-o", out)[0] == 0
+    assert_fails(["decode", out, "-o", tmp_path / "x.png"], "written by model", tmp_path)
+    code, output = run("info", out)
+    assert code == 0 and "not the loaded model" in output
+
+
+def test_bad_model_file(png, tmp_path):
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not weights")
+    assert_fails(["encode", png, "--model", fake, "-o", tmp_path / "x.yoto"], "not a yotocodec weights file", tmp_path)
+
+
+def test_console_script_reports_without_traceback(tmp_path):
+    """The installed entry point itself (not just click's runner) exits 1 with one line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "yotocodec", "decode", str(tmp_path / "missing.yoto")], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: no such file") and "Traceback" not in proc.stderr

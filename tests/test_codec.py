@@ -1,0 +1,123 @@
+"""The Python API: round trips on awkward sizes and modes, quality behaviour, settings and model checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import synthetic
+from PIL import Image
+
+import yotocodec
+from yotocodec.metrics import psnr
+
+
+def rgb_psnr(a: Image.Image, b: Image.Image) -> float:
+    return psnr(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (500, 333), (64, 200), (200, 64), (1, 70)])
+def test_round_trip_sizes(model, size):
+    image = synthetic(*size)
+    decoded = yotocodec.decode(yotocodec.encode(image, 90, model=model), model=model)
+    assert decoded.size == image.size
+    assert decoded.mode == "RGB"
+    if min(size) >= 17:  # a 1-pixel image has no structure worth scoring
+        assert rgb_psnr(image, decoded) > 22
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+def test_round_trip_modes(model, mode):
+    image = synthetic(96, 80, mode)
+    decoded = yotocodec.decode(yotocodec.encode(image, 80, model=model), model=model)
+    assert decoded.mode == mode
+    assert decoded.size == image.size
+    if "A" in mode:  # alpha is stored losslessly
+        assert np.array_equal(np.asarray(decoded.getchannel("A")), np.asarray(image.getchannel("A")))
+
+
+def test_palette_and_cmyk_become_rgb(model):
+    palette = synthetic(64, 48).quantize(64)
+    cmyk = synthetic(64, 48).convert("CMYK")
+    for image in (palette, cmyk):
+        decoded = yotocodec.decode(yotocodec.encode(image, 80, model=model), model=model)
+        assert (decoded.mode, decoded.size) == ("RGB", (64, 48))
+        assert rgb_psnr(image, decoded) > 22
+
+
+def test_palette_with_transparency_keeps_alpha(model):
+    image = synthetic(40, 30).quantize(16)
+    image.info["transparency"] = 0
+    decoded = yotocodec.decode(yotocodec.encode(image, 80, model=model), model=model)
+    assert decoded.mode == "RGBA"
+    assert np.array_equal(np.asarray(decoded.getchannel("A")), np.asarray(image.convert("RGBA").getchannel("A")))
+
+
+def test_sixteen_bit_greyscale_is_rescaled_not_clipped(model):
+    grey16 = (np.asarray(synthetic(64, 64, "L"), dtype=np.uint16) * 257).astype(np.uint16)
+    image = Image.fromarray(grey16)
+    assert image.mode.startswith("I;16")
+    decoded = yotocodec.decode(yotocodec.encode(image, 90, model=model), model=model)
+    assert decoded.mode == "L"
+    assert psnr(np.asarray(decoded), (grey16 // 257).astype(np.uint8)) > 22
+
+
+def test_exif_orientation_is_applied(model, tmp_path):
+    image = synthetic(60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    decoded = yotocodec.decode(yotocodec.encode(Image.open(path), 80, model=model), model=model)
+    assert decoded.size == (40, 60)
+
+
+def test_quality_is_monotonic_on_a_photo(model, photo):
+    qualities = [0, 15, 30, 45, 60, 75, 90, 100]
+    sizes, psnrs = [], []
+    for q in qualities:
+        data = yotocodec.encode(photo, q, model=model)
+        sizes.append(len(data))
+        psnrs.append(rgb_psnr(photo, yotocodec.decode(data, model=model)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes
+    assert psnrs == sorted(psnrs), psnrs
+
+
+def test_encoding_is_deterministic(model, photo):
+    assert yotocodec.encode(photo, 42.5, model=model) == yotocodec.encode(photo, 42.5, model=model)
+
+
+def test_quality_and_lambda_select_the_same_code(model, photo):
+    lo, hi = model.config.lmbda_min, model.config.lmbda_max
+    assert yotocodec.encode(photo, 0, model=model) == yotocodec.encode(photo, lmbda=lo, model=model)
+    assert yotocodec.encode(photo, 100, model=model) == yotocodec.encode(photo, lmbda=hi, model=model)
+
+
+def test_info_reports_quality_lambda_and_bpp(model, photo):
+    data = yotocodec.encode(photo, 60, model=model)
+    info = yotocodec.inspect(data, model=model)
+    assert (info.width, info.height, info.mode, info.model_id) == (256, 256, "RGB", model.model_id)
+    assert info.quality == pytest.approx(60, abs=0.001)
+    assert model.config.lmbda_min < info.lmbda < model.config.lmbda_max
+    assert info.bpp == pytest.approx(len(data) * 8 / 256**2)
+
+
+@pytest.mark.parametrize("quality", [-1, 100.5, float("nan")])
+def test_quality_out_of_range(model, quality):
+    with pytest.raises(yotocodec.YotoError, match="quality must be between 0 and 100"):
+        yotocodec.encode(synthetic(8, 8), quality, model=model)
+
+
+def test_lambda_outside_trained_range(model):
+    with pytest.raises(yotocodec.YotoError, match="outside this model's trained range"):
+        yotocodec.encode(synthetic(8, 8), lmbda=model.config.lmbda_max * 2, model=model)
+
+
+def test_file_from_another_model_names_it(model, other_model_path):
+    other = yotocodec.load_model(other_model_path)
+    data = yotocodec.encode(synthetic(32, 32), 50, model=other)
+    with pytest.raises(yotocodec.YotoError, match=f"written by model {other.model_id}"):
+        yotocodec.decode(data, model=model)
+
+
+def test_errors_are_value_errors():
+    assert issubclass(yotocodec.YotoError, ValueError)

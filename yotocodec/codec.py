@@ -1,0 +1,208 @@
+"""Image in, bytes out and back: the public codec API used by the CLI, the benchmarks and Python users.
+
+Quality (0–100) maps log-linearly onto the λ range the model was trained on.  λ travels in the header as a 16-bit
+code and both encoder and decoder condition on the λ decoded from that code, so they always agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.ops import compute_padding
+from PIL import Image, ImageOps
+
+from .container import LAMBDA_CODE_MAX, MAX_PIXELS, Header, pack, unpack
+from .errors import YotoError
+from .model import YotoHyperprior, load_weights
+
+DEFAULT_QUALITY = 75.0
+MODEL_ENV = "YOTOCODEC_MODEL"
+ModelLike = YotoHyperprior | str | os.PathLike | None
+
+
+def default_model_path() -> Path:
+    """The shipped weights (``models/yoto.pt``, installed as ``yotocodec.models``), or ``$YOTOCODEC_MODEL``."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    return Path(str(resources.files("yotocodec.models") / "yoto.pt"))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int) -> YotoHyperprior:
+    try:
+        model, meta = load_weights(path)
+    except FileNotFoundError:
+        raise YotoError(f"model file not found: {path}") from None
+    except ValueError as exc:
+        raise YotoError(str(exc)) from None
+    model.meta = meta
+    model.path = path
+    return model
+
+
+def load_model(path: str | os.PathLike | None = None) -> YotoHyperprior:
+    """Load (once, then from cache) a weights file; ``None`` means the shipped default model."""
+    path = Path(path) if path is not None else default_model_path()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise YotoError(f"model file not found: {path}") from None
+    return _load_cached(str(path.resolve()), mtime)
+
+
+def _model(model: ModelLike) -> YotoHyperprior:
+    return model if isinstance(model, YotoHyperprior) else load_model(model)
+
+
+def lambda_from_code(model: YotoHyperprior, code: int) -> float:
+    """λ for a header code: code 0 is the model's λ_min, code 65535 its λ_max, log-linear in between."""
+    lo, hi = math.log(model.config.lmbda_min), math.log(model.config.lmbda_max)
+    return math.exp(lo + (hi - lo) * code / LAMBDA_CODE_MAX)
+
+
+def code_for(model: YotoHyperprior, quality: float | None = None, lmbda: float | None = None) -> int:
+    """Header code for a quality in [0, 100] or, if given, a λ inside the model's trained range."""
+    if lmbda is not None:
+        lo, hi = model.config.lmbda_min, model.config.lmbda_max
+        if not (lo * (1 - 1e-9) <= lmbda <= hi * (1 + 1e-9)):
+            raise YotoError(f"λ = {lmbda:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+        if hi == lo:
+            return 0
+        return round((math.log(lmbda) - math.log(lo)) / (math.log(hi) - math.log(lo)) * LAMBDA_CODE_MAX)
+    quality = DEFAULT_QUALITY if quality is None else float(quality)
+    if not 0 <= quality <= 100:  # also rejects nan
+        raise YotoError(f"quality must be between 0 and 100, got {quality:g}")
+    return round(quality / 100 * LAMBDA_CODE_MAX)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Greyscale pixels of any depth as 8 bits: 16-bit (and 32-bit integer) data is rescaled, not clipped."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f":
+        return np.clip(np.round(array), 0, 255).astype(np.uint8)
+    if array.max(initial=0) > 255:
+        return np.clip(np.round(array.astype(np.float64) / 257), 0, 255).astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Normalise any Pillow image into (RGB uint8 pixels, alpha plane or None, the mode to restore on decode).
+
+    EXIF orientation is applied; greyscale stays greyscale; palette images become RGB(A); CMYK and other colour
+    spaces become RGB; transparency is kept as an alpha plane, which the codec stores losslessly.
+    """
+    try:
+        image = ImageOps.exif_transpose(image)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise YotoError(f"cannot read image: {exc}") from None
+    if image.width * image.height > MAX_PIXELS:
+        raise YotoError(f"image of {image.width}×{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    if image.mode == "P" or image.mode == "PA":
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        grey = _to_uint8(np.asarray(image))
+        return np.repeat(grey[:, :, None], 3, axis=2), None, "L"
+    if image.mode in ("LA", "La"):
+        la = np.asarray(image.convert("LA"))
+        return np.repeat(la[:, :, :1], 3, axis=2), np.ascontiguousarray(la[:, :, 1]), "LA"
+    if image.mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA"))
+        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3]), "RGBA"
+    return np.asarray(image.convert("RGB")), None, "RGB"
+
+
+@torch.inference_mode()
+def encode(image: Image.Image, quality: float | None = None, *, lmbda: float | None = None,
+           model: ModelLike = None) -> bytes:
+    """Compress a Pillow image to ``.yoto`` bytes at ``quality`` (0–100, default 75) or at an explicit λ."""
+    net = _model(model)
+    code = code_for(net, quality, lmbda)
+    rgb, alpha, mode = split_image(image)
+    h, w = rgb.shape[:2]
+    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float().div_(255)
+    pad, _ = compute_padding(h, w, min_div=net.downsampling_factor)
+    coded = net.compress(F.pad(x, pad, mode="replicate"), lambda_from_code(net, code))
+    strings = [coded["strings"][0][0], coded["strings"][1][0]]
+    if alpha is not None:
+        strings.append(zlib.compress(alpha.tobytes(), 9))
+    return pack(Header(net.model_id, code, w, h, mode), strings)
+
+
+@torch.inference_mode()
+def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
+    """Decompress ``.yoto`` bytes to a Pillow image of the original size and mode (L, RGB, LA or RGBA)."""
+    header, strings = unpack(bytes(data))
+    net = _model(model)
+    if header.model_id != net.model_id:
+        raise YotoError(
+            f"this file was written by model {header.model_id}, but the loaded model is {net.model_id}: "
+            f"decode it with that model's weights file (--model)"
+        )
+    has_alpha = header.mode in ("LA", "RGBA")
+    if len(strings) != 2 + has_alpha:
+        raise YotoError(f"invalid file: {len(strings)} coded strings for a {header.mode} image")
+    pad, unpad = compute_padding(header.height, header.width, min_div=net.downsampling_factor)
+    padded_h, padded_w = header.height + pad[2] + pad[3], header.width + pad[0] + pad[1]
+    shape = (padded_h // net.downsampling_factor, padded_w // net.downsampling_factor)
+    x_hat = net.decompress([[strings[0]], [strings[1]]], shape, lambda_from_code(net, header.lmbda_code))
+    rgb = F.pad(x_hat, unpad)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
+    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if header.mode in ("L", "LA"):
+        image = image.convert("L")
+    if has_alpha:
+        image.putalpha(Image.fromarray(_inflate_alpha(strings[2], header.width, header.height), "L"))
+    return image
+
+
+def _inflate_alpha(data: bytes, width: int, height: int) -> np.ndarray:
+    expected = width * height
+    inflater = zlib.decompressobj()
+    try:
+        plane = inflater.decompress(data, expected + 1)
+    except zlib.error:
+        raise YotoError("corrupt: the alpha plane does not decompress") from None
+    if len(plane) != expected or not inflater.eof:
+        raise YotoError("corrupt: the alpha plane has the wrong size")
+    return np.frombuffer(plane, np.uint8).reshape(height, width)
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a ``.yoto`` file says about itself (λ only when the model that wrote it is at hand)."""
+
+    width: int
+    height: int
+    mode: str
+    quality: float
+    lmbda: float | None
+    model_id: str
+    num_bytes: int
+
+    @property
+    def bpp(self) -> float:
+        return self.num_bytes * 8 / (self.width * self.height)
+
+
+def inspect(data: bytes, *, model: ModelLike = None) -> Info:
+    """Validate a ``.yoto`` file and describe it without decoding the image."""
+    header, _ = unpack(bytes(data))
+    try:
+        net = _model(model)
+    except YotoError:
+        net = None
+    lmbda = lambda_from_code(net, header.lmbda_code) if net is not None and net.model_id == header.model_id else None
+    quality = header.lmbda_code / LAMBDA_CODE_MAX * 100
+    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data))

@@ -1,0 +1,185 @@
+"""The ``.yoto`` bitstream container: a small checksummed header in front of the entropy-coded strings.
+
+Pure Python on purpose (no torch), so files can be inspected and validated without loading a model.
+The byte layout is documented in ``docs/FORMAT.md``; any change to it must bump :data:`FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import YotoError
+
+MAGIC = b"YOTO"
+FORMAT_VERSION = 1
+MODES = ("L", "RGB", "LA", "RGBA")
+MAX_PIXELS = 1 << 26
+MAX_SIDE = 65535
+LAMBDA_CODE_MAX = 65535
+MAX_STRINGS = 8
+
+_FIXED = struct.Struct(">4sB4sHB")  # magic, version, model id, λ code, mode code
+_SIDE_VARINT_BYTES = 3  # enough for MAX_SIDE; longer encodings are rejected before decoding further
+_LENGTH_VARINT_BYTES = 5  # enough for any length below 2**32
+_MAX_LENGTH = (1 << 32) - 1
+_CRC = struct.Struct(">I")
+_MODEL_ID = re.compile(r"[0-9a-f]{8}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_size(width: int, height: int) -> None:
+    """Shared by the constructor and the reader, so a file can never declare a size we would refuse to write."""
+    for name, side in (("width", width), ("height", height)):
+        if side == 0:
+            raise YotoError(f"invalid header: zero {name}")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise YotoError(
+            f"invalid header: declared size {width}x{height} exceeds the limit of {MAX_SIDE} pixels per side"
+        )
+    if width * height > MAX_PIXELS:
+        raise YotoError(f"invalid header: declared size {width}x{height} exceeds the limit of {MAX_PIXELS} pixels")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything the decoder needs besides the strings: which model, which rate point, and the image geometry."""
+
+    model_id: str
+    lmbda_code: int
+    width: int
+    height: int
+    mode: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, str) or not _MODEL_ID.fullmatch(self.model_id):
+            raise YotoError(f"invalid header: model id must be 8 lowercase hex characters, got {self.model_id!r}")
+        if not _is_int(self.lmbda_code) or not 0 <= self.lmbda_code <= LAMBDA_CODE_MAX:
+            raise YotoError(
+                f"invalid header: λ code must be an integer in 0..{LAMBDA_CODE_MAX}, got {self.lmbda_code!r}"
+            )
+        if not _is_int(self.width) or not _is_int(self.height) or self.width < 0 or self.height < 0:
+            raise YotoError(f"invalid header: size must be two positive integers, got {self.width!r}x{self.height!r}")
+        _check_size(self.width, self.height)
+        if self.mode not in MODES:
+            raise YotoError(f"invalid header: unknown image mode {self.mode!r} (expected one of {', '.join(MODES)})")
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128, minimal: small images and short strings cost one or two bytes instead of four."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(data: memoryview, pos: int, max_bytes: int, what: str) -> tuple[int, int]:
+    """Decode one varint at ``pos``; returns (value, next position). Rejects every encoding `_varint` cannot produce."""
+    value = 0
+    for i in range(max_bytes):
+        if pos + i >= len(data):
+            raise YotoError(f"truncated header: file ends inside the {what} field")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise YotoError(f"invalid header: bad varint for {what} (non-minimal encoding)")
+            return value, pos + i + 1
+    raise YotoError(f"invalid header: bad varint for {what} (longer than {max_bytes} bytes)")
+
+
+def pack(header: Header, strings: Sequence[bytes]) -> bytes:
+    """Serialise a header and its 1–8 strings into one self-checking file."""
+    if not 1 <= len(strings) <= MAX_STRINGS:
+        raise YotoError(f"a yotocodec file holds 1 to {MAX_STRINGS} strings, got {len(strings)}")
+    for i, string in enumerate(strings):
+        if not isinstance(string, (bytes, bytearray, memoryview)):
+            raise TypeError(f"string {i + 1} must be bytes, got {type(string).__name__}")
+        if len(string) > _MAX_LENGTH:
+            raise YotoError(f"string {i + 1} is too long for a yotocodec file ({len(string)} bytes)")
+    head = bytearray(
+        _FIXED.pack(MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.lmbda_code, MODES.index(header.mode))
+    )
+    head += _varint(header.width)
+    head += _varint(header.height)
+    head.append(len(strings))
+    for string in strings:
+        head += _varint(len(string))
+    payload = b"".join(strings)
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return bytes(head) + _CRC.pack(crc) + payload
+
+
+def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
+    """Validate and decode everything up to the CRC field; returns (header, string lengths, CRC offset).
+
+    Checks run in the documented order and only ever read bytes that exist, so any input ends in a YotoError.
+    """
+    if len(data) < _FIXED.size:
+        raise YotoError(f"truncated: {len(data)} bytes is too short for a yotocodec header")
+    magic, version, model_id, lmbda_code, mode_code = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise YotoError("not a yotocodec file (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise YotoError(f"unsupported format version {version} (this yotocodec reads version {FORMAT_VERSION})")
+    if mode_code >= len(MODES):
+        raise YotoError(f"invalid header: unknown image mode code {mode_code}")
+    width, pos = _read_varint(data, _FIXED.size, _SIDE_VARINT_BYTES, "width")
+    height, pos = _read_varint(data, pos, _SIDE_VARINT_BYTES, "height")
+    _check_size(width, height)
+    if pos >= len(data):
+        raise YotoError("truncated header: file ends before the number of strings")
+    count = data[pos]
+    pos += 1
+    if not 1 <= count <= MAX_STRINGS:
+        raise YotoError(f"invalid header: number of strings is {count}, must be 1 to {MAX_STRINGS}")
+    lengths = []
+    for i in range(count):
+        length, pos = _read_varint(data, pos, _LENGTH_VARINT_BYTES, f"string {i + 1} length")
+        if length > _MAX_LENGTH:
+            raise YotoError(f"invalid header: bad varint for string {i + 1} length (value exceeds 32 bits)")
+        lengths.append(length)
+    if pos + _CRC.size > len(data):
+        raise YotoError("truncated header: file ends inside the CRC32 field")
+    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code])
+    return header, lengths, pos
+
+
+def read_header(data: bytes) -> tuple[Header, int]:
+    """Decode just the header, e.g. to describe a file; returns (header, header size = offset of the payload).
+
+    Checks magic, version and fields against the caps, but not the payload lengths or the CRC32.
+    """
+    header, _, crc_pos = _parse_header(memoryview(data).cast("B"))
+    return header, crc_pos + _CRC.size
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Fully validate a file (structure, exact length, CRC32) and return its header and strings.
+
+    Raises only YotoError on bad input, allocates no more than the input's size and runs in linear time.
+    """
+    view = memoryview(data).cast("B")
+    header, lengths, crc_pos = _parse_header(view)
+    start = crc_pos + _CRC.size
+    expected = start + sum(lengths)
+    if len(view) < expected:
+        raise YotoError(f"truncated: file has {len(view)} bytes, header declares {expected}")
+    if len(view) > expected:
+        raise YotoError(f"invalid file: {len(view) - expected} unexpected trailing bytes")
+    (stored_crc,) = _CRC.unpack_from(view, crc_pos)
+    if zlib.crc32(view[start:], zlib.crc32(view[:crc_pos])) != stored_crc:
+        raise YotoError("corrupt: CRC32 mismatch (the file is damaged)")
+    strings = []
+    for length in lengths:
+        strings.append(bytes(view[start : start + length]))
+        start += length
+    return header, strings
