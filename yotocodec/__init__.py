@@ -1,8 +1,8 @@
 """yotocodec: a variable-rate learned image codec — one λ-conditioned model for every quality.
 
-    >>> import yotocodec
-    >>> data = yotocodec.encode(Image.open("photo.png"), quality=60)   # bytes
-    >>> image = yotocodec.decode(data)                                   # PIL.Image
+>>> import yotocodec
+>>> data = yotocodec.encode(Image.open("photo.png"), quality=60)   # bytes
+>>> image = yotocodec.decode(data)                                   # PIL.Image
 """
 
 import warnings

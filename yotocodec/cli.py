@@ -90,7 +90,9 @@ def read_image(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
             raise
-        raise YotoError(f"{path}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+        raise YotoError(
+            f"{path}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})"
+        ) from None
     return image
 
 
@@ -119,14 +121,26 @@ def main() -> None:
 @main.command("encode")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Default: INPUT with .yoto.")
-@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=None,
-              help=f"0 (smallest) to 100 (best), any real number  [default: {DEFAULT_QUALITY:g}]")
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help=f"0 (smallest) to 100 (best), any real number  [default: {DEFAULT_QUALITY:g}]",
+)
 @click.option("--lmbda", type=float, default=None, help="Rate–distortion trade-off λ instead of --quality.")
 @model_option
 @force_option
 @verbose_option
-def encode_command(input_path: Path, output: Path | None, quality: float | None, lmbda: float | None,
-                   model_path: Path | None, force: bool, verbose: bool) -> None:
+def encode_command(
+    input_path: Path,
+    output: Path | None,
+    quality: float | None,
+    lmbda: float | None,
+    model_path: Path | None,
+    force: bool,
+    verbose: bool,
+) -> None:
     """Compress an image file to a .yoto file."""
     output = output or input_path.with_suffix(".yoto")
 
@@ -143,8 +157,10 @@ def encode_command(input_path: Path, output: Path | None, quality: float | None,
         with timer("write"), atomic_output(output, force) as f:
             f.write(data)
         info = inspect(data, model=model)
-        click.echo(f"{output}: {info.width}×{info.height} {info.mode}, quality {info.quality:.1f}, "
-                   f"{info.num_bytes} bytes, {info.bpp:.3f} bpp")
+        click.echo(
+            f"{output}: {info.width}×{info.height} {info.mode}, quality {info.quality:.1f}, "
+            f"{info.num_bytes} bytes, {info.bpp:.3f} bpp"
+        )
         if verbose:
             click.echo(timer.report())
 
@@ -299,7 +315,7 @@ def train(
             seed=seed,
         )
     try:
-        final = training.train(cfg)
+        _, final = training.train(cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"stopped at step {final['step']}; checkpoint in {checkpoint}")

@@ -125,8 +125,9 @@ def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]
 
 
 @torch.inference_mode()
-def encode(image: Image.Image, quality: float | None = None, *, lmbda: float | None = None,
-           model: ModelLike = None) -> bytes:
+def encode(
+    image: Image.Image, quality: float | None = None, *, lmbda: float | None = None, model: ModelLike = None
+) -> bytes:
     """Compress a Pillow image to ``.yoto`` bytes at ``quality`` (0–100, default 75) or at an explicit λ."""
     net = _model(model)
     code = code_for(net, quality, lmbda)

@@ -122,8 +122,8 @@ def _aux_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) training until ``cfg.steps`` or ``cfg.max_minutes``; returns the final log record."""
+def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict]:
+    """Run (or resume) training until ``cfg.steps`` or ``cfg.max_minutes``; returns the model and last log record."""
     rank, world, local_rank = _distributed()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":  # TF32 convolutions are safe here; the entropy models stay in float32
@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         bar.close()
         if log:
             log.close()
-    return record | {"step": step}
+    return model, record | {"step": step}
 
 
 def export(checkpoint: str | Path, output: str | Path) -> str:

@@ -1,0 +1,127 @@
+"""The training pipeline on tiny models and generated images: loss-conditional steps, resume, export, two-rank DDP."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+from conftest import synthetic
+
+import yotocodec
+from yotocodec.cli import main
+from yotocodec.model import ModelConfig
+from yotocodec.train import CHECKPOINT_NAME, LOG_NAME, TrainConfig, export, learning_rate, sample_lambdas, train
+
+TINY = ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    for i in range(4):
+        synthetic(200 + 20 * i, 180, seed=i).save(root / f"img{i}.png")
+    return root
+
+
+def tiny_config(image_dir: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = dict(model=TINY, batch_size=2, patch_size=64, steps=6, log_every=2, warmup_steps=2, val_every=4,
+                val_dir=str(image_dir), val_images=1)  # fmt: skip
+    return TrainConfig(data=str(image_dir), run_dir=str(run_dir), **(base | kw))
+
+
+def test_lambdas_are_log_uniform_over_the_range():
+    cfg = TrainConfig(data="", run_dir="", model=TINY)
+    lmbda = sample_lambdas(cfg, 20000, np.random.default_rng(0)).numpy()
+    assert lmbda.min() >= 0.002 and lmbda.max() <= 0.2
+    median = np.exp(np.median(np.log(lmbda)))
+    assert median == pytest.approx(np.sqrt(0.002 * 0.2), rel=0.05)
+
+
+def test_fixed_lambda_samples_one_value():
+    cfg = TrainConfig(data="", run_dir="", model=ModelConfig(lmbda_min=0.01, lmbda_max=0.01), fixed_lambda=0.01)
+    assert torch.allclose(sample_lambdas(cfg, 8, np.random.default_rng(0)), torch.full((8,), 0.01))
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(data="", run_dir="", lr=1e-3, warmup_steps=100, steps=1000, decay_fraction=0.2)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5)
+    assert learning_rate(cfg, 500) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 999) == pytest.approx(1e-5, rel=0.01)
+
+
+def test_train_resume_and_export(image_dir, tmp_path):
+    cfg = tiny_config(image_dir, tmp_path / "run", steps=4)
+    assert train(cfg, progress=False)[1]["step"] == 4
+    state_after_4 = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["model"]
+    cfg.steps = 6
+    assert train(cfg, progress=False)[1]["step"] == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
+    assert all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in records if "loss" in r)
+    assert [len(r["val"]) for r in records if "val" in r] == [3]  # at step 4: λ_min, geometric middle, λ_max
+    resumed = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["model"]
+    assert any(not torch.equal(state_after_4[k], resumed[k]) for k in state_after_4)
+
+    weights = tmp_path / "tiny.pt"
+    model_id = export(tmp_path / "run" / CHECKPOINT_NAME, weights)
+    model = yotocodec.load_model(weights)
+    assert model.model_id == model_id and model.meta["steps"] == 6
+    assert weights.stat().st_size < 2e6  # model only: no optimiser state
+    decoded = yotocodec.decode(yotocodec.encode(synthetic(70, 50), 50, model=model), model=model)
+    assert decoded.size == (70, 50)
+
+
+def test_resume_refuses_a_different_model(image_dir, tmp_path):
+    train(tiny_config(image_dir, tmp_path, steps=1), progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        train(tiny_config(image_dir, tmp_path, steps=2, model=ModelConfig(N=16, M=24)), progress=False)
+
+
+def test_cli_train_fixed_lambda_and_export(image_dir, tmp_path):
+    run = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path), "--N", "16",
+                                    "--M", "16", "--fixed-lambda", "0.01", "--steps", "2", "--batch-size", "2",
+                                    "--patch-size", "64", "--val-dir", str(image_dir)])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    again = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path)])
+    assert again.exit_code == 1 and "--resume" in again.output
+    out = CliRunner().invoke(main, ["export", str(tmp_path / CHECKPOINT_NAME), "-o", str(tmp_path / "b.pt")])
+    assert out.exit_code == 0, out.output
+    model = yotocodec.load_model(tmp_path / "b.pt")
+    assert model.config.lmbda_min == model.config.lmbda_max == 0.01
+
+
+def _rank_main(rank: int, port: int, image_dir: str, run_dir: str, result: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    cfg = TrainConfig(data=image_dir, run_dir=run_dir, model=TINY, batch_size=2, patch_size=64, steps=3,
+                      warmup_steps=1, log_every=1)  # fmt: skip
+    model, record = train(cfg, progress=False)
+    mine = {k: v.double().sum().item() for k, v in model.state_dict().items() if v.is_floating_point()}
+    gathered: list = [None, None]
+    dist.all_gather_object(gathered, {"params": mine, "loss": record["loss"]})
+    if rank == 0:
+        Path(result).write_text(json.dumps(gathered))
+    dist.destroy_process_group()
+
+
+def test_two_rank_ddp_stays_in_sync(image_dir, tmp_path):
+    """Two CPU processes on the gloo backend: different data and λ per rank, identical weights after every step."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = tmp_path / "result.json"
+    mp.spawn(_rank_main, args=(port, str(image_dir), str(tmp_path / "run"), str(result)), nprocs=2, join=True)
+    rank0, rank1 = json.loads(result.read_text())
+    assert rank0["params"] == rank1["params"]  # bit-identical weights, quantiles included
+    assert rank0["loss"] != rank1["loss"]  # but each rank saw its own patches and λ
+    assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["step"] == 3
