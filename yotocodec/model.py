@@ -143,26 +143,25 @@ class YotoHyperprior(CompressionModel):
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return {"x_hat": self.g_s(y_hat, emb), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
-    def compress(self, x: Tensor, lmbda: float) -> dict:
-        """Entropy-code a padded batch into rANS strings (needs :meth:`update` to have built the CDF tables)."""
-        emb = self.embed(torch.full((x.size(0),), lmbda, dtype=x.dtype, device=x.device))
-        y = self.g_a(x, emb)
+    def compress_latent(self, y: Tensor, emb: Tensor) -> tuple[list[bytes], tuple[int, int]]:
+        """Entropy-code one latent ``y`` (from ``g_a``) into its rANS strings [y, z] and the shape of ``z``.
+
+        Needs :meth:`update` to have built the CDF tables.  The transforms stay outside so that the codec can run
+        ``g_a`` and ``g_s`` in tiles on large images.
+        """
         z = self.h_a(self._hyper_input(y), emb)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self._gaussian_params(z_hat, emb)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:])}
+        y_strings = self.gaussian_conditional.compress(y, self.gaussian_conditional.build_indexes(scales), means=means)
+        return [y_strings[0], z_strings[0]], tuple(z.size()[-2:])
 
-    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], lmbda: float) -> Tensor:
-        """Inverse of :meth:`compress`; returns the padded reconstruction clamped to [0, 1]."""
-        emb = self.embed(torch.full((len(strings[0]),), lmbda))
-        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+    def decompress_latent(self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor) -> Tensor:
+        """Inverse of :meth:`compress_latent`: the quantised latent ``y_hat``, ready for ``g_s``."""
+        z_hat = self.entropy_bottleneck.decompress([strings[1]], z_shape)
         scales, means = self._gaussian_params(z_hat, emb)
         indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype, means=means)
-        return self.g_s(y_hat, emb).clamp_(0, 1)
+        return self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype, means=means)
 
 
 def state_hash(state_dict: dict[str, Tensor]) -> str:
