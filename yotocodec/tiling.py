@@ -14,7 +14,7 @@ from torch import Tensor
 from .model import YotoHyperprior
 
 STRIDE = 16  # total downsampling of g_a (and upsampling of g_s)
-TILE = 1024  # pixels of output per tile side, a multiple of STRIDE
+TILE = 512  # pixels of output per tile side, a multiple of STRIDE (float64 activations: ~0.6 GB a tile)
 HALO = 64  # pixels of context around a tile: more than the receptive-field radius of g_a (30) and g_s (≈40)
 
 
