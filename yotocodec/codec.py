@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from .container import LAMBDA_CODE_MAX, MAX_PIXELS, Header, pack, unpack
 from .errors import YotoError
+from .isolation import run_isolated
 from .model import YotoHyperprior, load_weights
 from .tiling import analysis, synthesis
 
@@ -168,7 +169,7 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
         (header.width + net.downsampling_factor - 1) // net.downsampling_factor,
     )
     emb = _embedding(net, header.lmbda_code)
-    y_hat = net.decompress_latent(strings[:2], shape, emb)
+    y_hat = run_isolated(lambda: net.decompress_latent(strings[:2], shape, emb), "entropy decoding")
     rgb = synthesis(net, y_hat, emb)[top : top + header.height, left : left + header.width]
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if header.mode in ("L", "LA"):
