@@ -30,8 +30,8 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored inside every weights file."""
 
     arch: str = "mean-scale"
-    N: int = 96
-    M: int = 128
+    N: int = 128
+    M: int = 192
     lmbda_min: float = 0.0015
     lmbda_max: float = 0.2
     cond_dim: int = 64
