@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from conftest import synthetic
 from PIL import Image
 
+import yotocodec
 from yotocodec.cli import main
 from yotocodec.metrics import psnr
 
@@ -172,3 +174,75 @@ def test_console_script_reports_without_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: no such file") and "Traceback" not in proc.stderr
+
+
+def test_target_size(png, tmp_path, model):
+    image = Image.open(png)
+    smallest, largest = (len(yotocodec.encode(image, q, model=model)) for q in (0, 100))
+    target = (smallest + largest) // 2
+    out = tmp_path / "t.yoto"
+    for spelled in (f"{target}", f"{target}B", f"{target / 1000}KB"):
+        code, output = run("encode", png, "--target-size", spelled, "-o", out, "-f")
+        assert code == 0, output
+        assert 0.98 * target <= out.stat().st_size <= target
+        assert "trial encodings)" in output and f"{out.stat().st_size} bytes" in output
+    code, output = run("encode", png, "--target-size", "1KiB", "-o", out, "-f")
+    assert code == 1 and f"a target of 1024 bytes is below the smallest encoding of this image ({smallest}" in output
+
+
+def test_target_bpp_and_psnr(png, tmp_path):
+    out = tmp_path / "t.yoto"
+    code, output = run("encode", png, "--target-bpp", "50", "-o", out)  # above the range: quality 100, 1 trial
+    assert code == 0 and "quality 100.0" in output and "(1 trial encoding)" in output, output
+    code, output = run("encode", png, "--target-psnr", "1", "-o", out, "-f")  # below: quality 0, 1 trial
+    assert code == 0 and "quality 0.0" in output and "(1 trial encoding)" in output, output
+    assert_fails(["encode", png, "--target-psnr", "99", "-o", tmp_path / "x.yoto"], "out of reach", tmp_path)
+    assert_fails(["encode", png, "--target-bpp", "0.01", "-o", tmp_path / "x.yoto"], "below the smallest", tmp_path)
+
+
+def test_target_options_are_exclusive_and_checked(png, tmp_path):
+    out = tmp_path / "x.yoto"
+    assert_fails(
+        ["encode", png, "-q", "5", "--target-size", "4KB", "-o", out], "give --quality or --target-size, not both"
+    )
+    assert_fails(
+        ["encode", png, "--lmbda", "0.01", "--target-bpp", "1", "--target-psnr", "30", "-o", out],
+        "give only one of --lmbda, --target-bpp, --target-psnr",
+        tmp_path,
+    )
+    for args in (["--target-size", "12XB"], ["--target-bpp", "0"], ["--target-psnr", "high"]):
+        code, output = run("encode", png, *args, "-o", out)
+        assert code == 2 and "Invalid value" in output, output
+
+
+def yotocodec_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "yotocodec", *args], input=stdin, capture_output=True)
+
+
+def test_pipes(png, model):
+    """``encode - -o -`` and ``decode - -o -`` are filters: data on stdout, the status line on stderr."""
+    encoded = yotocodec_cli("encode", "-", "-q", "50", "-o", "-", stdin=png.read_bytes())
+    assert encoded.returncode == 0, encoded.stderr
+    assert encoded.stdout == yotocodec.encode(Image.open(png), 50, model=model)
+    assert encoded.stderr.decode().startswith("<stdout>: 120×90 RGB, quality 50.0")
+    decoded = yotocodec_cli("decode", "-", "-o", "-", stdin=encoded.stdout)
+    assert decoded.returncode == 0 and decoded.stderr.decode() == "<stdout>: 120×90 RGB\n", decoded.stderr
+    with Image.open(io.BytesIO(decoded.stdout)) as image:
+        assert image.format == "PNG" and np.array_equal(np.asarray(image), np.asarray(yotocodec.decode(encoded.stdout)))
+
+
+def test_stdio_with_click_runner(png, yoto, tmp_path):
+    result = CliRunner().invoke(main, ["decode", str(yoto), "-o", "-", "--format", "bmp", "-v"])
+    assert result.exit_code == 0 and result.stdout_bytes[:2] == b"BM"
+    assert result.stderr.startswith("<stdout>: 120×90 RGB\ntimings: ")
+    result = CliRunner().invoke(main, ["encode", "-", "-o", str(tmp_path / "s.yoto")], input=png.read_bytes())
+    assert result.exit_code == 0 and result.stdout.startswith(f"{tmp_path / 's.yoto'}: 120×90 RGB")
+    result = CliRunner().invoke(main, ["encode", "-", "-o", str(tmp_path / "t.yoto")], input=b"junk")
+    assert result.exit_code == 1 and result.stderr == "error: <stdin>: not an image file Pillow can read\n"
+
+
+def test_stdin_needs_an_output(png, yoto):
+    for command, source in (("encode", png), ("decode", yoto)):
+        result = CliRunner().invoke(main, [command, "-"], input=source.read_bytes())
+        assert result.exit_code == 1
+        assert result.stderr == "error: reading from stdin needs -o/--output (a file, or - for stdout)\n"

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 # CompressAI 1.2.8 calls torch.jit.script at import time, which torch ≥ 2.10 flags as deprecated: noise for users.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
+from . import pillow_plugin  # noqa: E402, F401  (registers the .yoto format with Pillow)
 from .codec import Info, decode, encode, inspect, load_model  # noqa: E402
 from .errors import YotoError  # noqa: E402
 
