@@ -246,3 +246,24 @@ def test_stdin_needs_an_output(png, yoto):
         result = CliRunner().invoke(main, [command, "-"], input=source.read_bytes())
         assert result.exit_code == 1
         assert result.stderr == "error: reading from stdin needs -o/--output (a file, or - for stdout)\n"
+
+
+def test_existing_output_is_refused_before_any_coding(png, yoto, tmp_path, monkeypatch):
+    """The --force check comes first: no seconds spent encoding or decoding for an output that cannot be written."""
+    import yotocodec.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("coded although the output exists")
+
+    monkeypatch.setattr(yotocodec.batch, "encode", must_not_run)
+    monkeypatch.setattr(yotocodec.batch, "decode", must_not_run)
+    assert_fails(["encode", png, "-o", yoto], "exists (use --force")
+    existing_png = tmp_path / "exists.png"
+    existing_png.write_bytes(b"x")
+    assert_fails(["decode", yoto, "-o", existing_png], "exists (use --force")
+
+
+def test_effort_option(png, tmp_path):
+    code, output = run("encode", png, "-q", "50", "--effort", "1", "-o", tmp_path / "e.yoto")
+    assert code == 0, output
+    assert_fails(["encode", png, "--target-bpp", "0.5", "--effort", "1", "-o", tmp_path / "f.yoto"], "--effort cannot")

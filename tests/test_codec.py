@@ -121,3 +121,25 @@ def test_file_from_another_model_names_it(model, other_model_path):
 
 def test_errors_are_value_errors():
     assert issubclass(yotocodec.YotoError, ValueError)
+
+
+def test_effort_lowers_the_real_rate_distortion_cost(model, photo):
+    """Latent refinement never makes the measured λ·255²·MSE + bpp worse, and its files decode as usual."""
+    from yotocodec.codec import code_for, lambda_from_code
+
+    image = photo.crop((64, 64, 192, 192))
+    original = np.asarray(image, dtype=np.float64)
+    lmbda = lambda_from_code(model, code_for(model, 50))
+
+    def cost(data: bytes) -> float:
+        decoded = np.asarray(yotocodec.decode(data, model=model), dtype=np.float64)
+        return lmbda * np.mean((decoded - original) ** 2) + len(data) * 8 / original.shape[0] / original.shape[1]
+
+    plain, refined = yotocodec.encode(image, 50, model=model), yotocodec.encode(image, 50, model=model, effort=1)
+    assert cost(refined) <= cost(plain) * 1.001
+    assert yotocodec.inspect(refined, model=model).quality == yotocodec.inspect(plain, model=model).quality
+
+
+def test_effort_out_of_range(model):
+    with pytest.raises(yotocodec.YotoError, match="effort must be an integer from 0 to 3"):
+        yotocodec.encode(synthetic(8, 8), 50, model=model, effort=4)

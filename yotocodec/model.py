@@ -124,10 +124,10 @@ class YotoHyperprior(CompressionModel):
         """Conditioning embedding for a batch of λ values (shape ``(B,)``)."""
         return self.cond(self.config.normalise(lmbda)[:, None])
 
-    def _hyper_input(self, y: Tensor) -> Tensor:
+    def hyper_input(self, y: Tensor) -> Tensor:
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
-    def _gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
+    def gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
         params = self.h_s(z_hat, emb)
         if self.config.arch == "mean-scale":
             scales, means = params.chunk(2, dim=1)
@@ -138,8 +138,8 @@ class YotoHyperprior(CompressionModel):
         """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation."""
         emb = self.embed(lmbda)
         y = self.g_a(x, emb)
-        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(self._hyper_input(y), emb))
-        scales, means = self._gaussian_params(z_hat, emb)
+        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(self.hyper_input(y), emb))
+        scales, means = self.gaussian_params(z_hat, emb)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return {"x_hat": self.g_s(y_hat, emb), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -149,17 +149,17 @@ class YotoHyperprior(CompressionModel):
         Needs :meth:`update` to have built the CDF tables.  The transforms stay outside so that the codec can run
         ``g_a`` and ``g_s`` in tiles on large images.
         """
-        z = self.h_a(self._hyper_input(y), emb)
+        z = self.h_a(self.hyper_input(y), emb)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales, means = self._gaussian_params(z_hat, emb)
+        scales, means = self.gaussian_params(z_hat, emb)
         y_strings = self.gaussian_conditional.compress(y, self.gaussian_conditional.build_indexes(scales), means=means)
         return [y_strings[0], z_strings[0]], tuple(z.size()[-2:])
 
     def decompress_latent(self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor) -> Tensor:
         """Inverse of :meth:`compress_latent`: the quantised latent ``y_hat``, ready for ``g_s``."""
         z_hat = self.entropy_bottleneck.decompress([strings[1]], z_shape)
-        scales, means = self._gaussian_params(z_hat, emb)
+        scales, means = self.gaussian_params(z_hat, emb)
         indexes = self.gaussian_conditional.build_indexes(scales)
         return self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype, means=means)
 
