@@ -1,0 +1,1 @@
+"""Rate–distortion benchmark of yotocodec against classic codecs and published curves (``python -m benchmarks.rd``)."""

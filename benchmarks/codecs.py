@@ -1,0 +1,192 @@
+"""Classic codecs through their real libraries: encode to the actual file bytes, decode them with the same library.
+
+Every adapter is single-threaded so that timings compare like with like, and sweeps span roughly 0.1–3 bpp on Kodak.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import PIL
+from PIL import Image, features
+
+from yotocodec.metrics import ms_ssim, psnr
+
+JXL_REQUIREMENT = "imagecodecs>=2024.1,<2026.3"  # the last releases that still accept numpy<2
+
+
+@dataclass(frozen=True)
+class ClassicCodec:
+    """One codec configuration and the sweep of its rate parameter."""
+
+    key: str
+    label: str
+    parameter: str
+    sweep: tuple[float, ...]
+    quick_sweep: tuple[float, ...]
+    settings: str
+    encode: Callable[[np.ndarray, float], bytes]
+    decode: Callable[[bytes], np.ndarray]
+    library: Callable[[], str]
+    missing: Callable[[], str | None] = lambda: None  # why it cannot run on this machine, or None
+
+
+def _pillow_encode(array: np.ndarray, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGB").save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.array(image.convert("RGB"))  # writable: torch warns on read-only arrays
+
+
+def _avif_library() -> str:
+    from PIL import _avif  # the only place Pillow reports which AV1 encoder libavif was built with
+
+    return f"Pillow {PIL.__version__}, libavif {features.version('avif')} ({_avif.codec_versions()})"
+
+
+def _jxl_missing() -> str | None:
+    try:
+        import imagecodecs
+    except ImportError:
+        return f"JPEG XL left out: imagecodecs is not installed (pip install '{JXL_REQUIREMENT}')"
+    if not imagecodecs.JPEGXL.available:
+        return f"JPEG XL left out: imagecodecs {imagecodecs.__version__} was built without libjxl"
+    return None
+
+
+def _jxl_encode(array: np.ndarray, quality: float) -> bytes:
+    import imagecodecs
+
+    return bytes(imagecodecs.jpegxl_encode(array, level=quality, numthreads=1))
+
+
+def _jxl_decode(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    return imagecodecs.jpegxl_decode(data, numthreads=1)
+
+
+def _jxl_library() -> str:
+    import imagecodecs
+
+    return f"imagecodecs {imagecodecs.__version__}, {imagecodecs.jpegxl_version()}"
+
+
+def _jpeg_library() -> str:
+    return f"Pillow {PIL.__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}"
+
+
+_STEP5 = tuple(float(q) for q in range(5, 100, 5))
+
+CODECS: dict[str, ClassicCodec] = {
+    codec.key: codec
+    for codec in (
+        ClassicCodec(
+            "jpeg420",
+            "JPEG 4:2:0",
+            "quality",
+            _STEP5,
+            (10, 30, 60, 90),
+            "Pillow, chroma 4:2:0 (subsampling=2, the default), standard Huffman tables",
+            lambda a, q: _pillow_encode(a, "JPEG", quality=round(q), subsampling=2),
+            _pillow_decode,
+            _jpeg_library,
+        ),
+        ClassicCodec(
+            "jpeg444",
+            "JPEG 4:4:4",
+            "quality",
+            _STEP5,
+            (10, 30, 60, 90),
+            "Pillow, no chroma subsampling (subsampling=0), standard Huffman tables",
+            lambda a, q: _pillow_encode(a, "JPEG", quality=round(q), subsampling=0),
+            _pillow_decode,
+            _jpeg_library,
+        ),
+        ClassicCodec(
+            "webp",
+            "WebP",
+            "quality",
+            _STEP5,
+            (10, 30, 60, 90),
+            "Pillow, lossy, method 4 (default)",
+            lambda a, q: _pillow_encode(a, "WEBP", quality=q, method=4),
+            _pillow_decode,
+            lambda: f"Pillow {PIL.__version__}, libwebp {features.version('webp')}",
+        ),
+        ClassicCodec(
+            "avif",
+            "AVIF",
+            "quality",
+            tuple(float(q) for q in range(0, 95, 5)),
+            (10, 30, 50, 70),
+            "Pillow, aom encoder, chroma 4:2:0, speed 6 (default), 1 thread",
+            lambda a, q: _pillow_encode(a, "AVIF", quality=round(q), subsampling="4:2:0", speed=6, max_threads=1),
+            _pillow_decode,
+            _avif_library,
+        ),
+        ClassicCodec(
+            "jpeg2000",
+            "JPEG 2000",
+            "target PSNR (dB)",
+            tuple(24 + 1.5 * i for i in range(16)),
+            (26, 30, 34, 38),
+            "Pillow, quality_mode='dB' with one quality layer at the target PSNR, irreversible 9/7 wavelet and "
+            "colour transform (mct=1; Pillow's default mct=0 codes R, G, B separately and loses ~3 dB)",
+            lambda a, q: _pillow_encode(a, "JPEG2000", quality_mode="dB", quality_layers=[q], irreversible=True, mct=1),
+            _pillow_decode,
+            lambda: f"Pillow {PIL.__version__}, OpenJPEG {features.version('jpg_2000')}",
+        ),
+        ClassicCodec(
+            "jpegxl",
+            "JPEG XL",
+            "quality",
+            _STEP5,
+            (20, 50, 75, 90),
+            "imagecodecs, level = cjxl quality (libjxl maps it to a distance), effort 7 (default), 1 thread",
+            _jxl_encode,
+            _jxl_decode,
+            _jxl_library,
+            _jxl_missing,
+        ),
+    )
+}
+
+
+def rd_point(
+    setting: float, num_bytes: int, original: np.ndarray, decoded: np.ndarray, enc_s: float, dec_s: float
+) -> dict[str, float]:
+    """One measured point: bpp of the real file (header included), RGB PSNR and MS-SSIM, codec seconds."""
+    if decoded.shape != original.shape:
+        raise ValueError(f"decoded image has shape {decoded.shape}, expected {original.shape}")
+    h, w = original.shape[:2]
+    return {
+        "setting": float(setting),
+        "num_bytes": num_bytes,
+        "bpp": num_bytes * 8 / (w * h),
+        "psnr": psnr(original, decoded),
+        "ms_ssim": ms_ssim(original, decoded),
+        "enc_s": enc_s,
+        "dec_s": dec_s,
+    }
+
+
+def measure(key: str, array: np.ndarray, sweep: Sequence[float]) -> list[dict[str, float]]:
+    """Every setting of one codec on one image: the unit of work of the process pool (so it takes a codec key)."""
+    codec = CODECS[key]
+    points = []
+    for setting in sweep:
+        start = time.perf_counter()
+        data = codec.encode(array, setting)
+        encoded = time.perf_counter()
+        decoded = codec.decode(data)
+        points.append(rd_point(setting, len(data), array, decoded, encoded - start, time.perf_counter() - encoded))
+    return points

@@ -1,0 +1,172 @@
+"""Averaged curves, BD tables and ``summary.md``: everything derived from the per-image points in ``rd.json``."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .anchors import Anchor
+from .bd import METHOD, bd_psnr, bd_rate, msssim_db
+
+REFERENCES = {"jpeg420": "JPEG 4:2:0", "model": "single model"}
+AVERAGING = (
+    "mean over images of per-image bpp and of per-image PSNR (and of per-image MS-SSIM, then converted to dB), "
+    "at each codec setting, as in CompressAI's published results"
+)
+METRICS = ("psnr", "ms_ssim_db")
+COLUMNS = {"bd_rate_psnr": "BD-rate PSNR", "bd_rate_msssim": "BD-rate MS-SSIM", "bd_psnr": "BD-PSNR"}
+MODEL_QUALITIES = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0)
+
+
+def average(per_image: dict[str, list[dict]]) -> list[dict]:
+    """Mean of each measure over the images at each setting, in setting order."""
+    by_setting: dict[float, list[dict]] = defaultdict(list)
+    for points in per_image.values():
+        for point in points:
+            by_setting[point["setting"]].append(point)
+    rows = []
+    for setting in sorted(by_setting):
+        points = by_setting[setting]
+        row = {"setting": setting, "num_images": len(points)}
+        for name in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s"):
+            row[name] = float(np.mean([np.nan if p[name] is None else p[name] for p in points]))
+        row["ms_ssim_db"] = float(msssim_db(row["ms_ssim"]))
+        rows.append(row)
+    return rows
+
+
+def curve(entry: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bpp, quality) of the averaged curve of one codec, sorted by rate."""
+    rows = sorted(entry["mean"], key=lambda r: r["bpp"])
+    return np.array([r["bpp"] for r in rows], dtype=float), np.array([r[metric] for r in rows], dtype=float)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def bd_table(codecs: dict[str, dict], anchors: Sequence[Anchor] = ()) -> dict[str, dict]:
+    """BD-rate (%, on PSNR and MS-SSIM) and BD-PSNR (dB) of each codec and published curve vs each reference."""
+    curves = {key: {m: curve(entry, m) for m in METRICS} for key, entry in codecs.items()}
+    curves.update({a.key: {"psnr": (a.bpp, a.psnr), "ms_ssim_db": (a.bpp, a.ms_ssim_db)} for a in anchors})
+    table = {}
+    for key, own in curves.items():
+        table[key] = {
+            f"vs_{ref}": {
+                "bd_rate_psnr": _nan_to_none(bd_rate(*curves[ref]["psnr"], *own["psnr"])),
+                "bd_rate_msssim": _nan_to_none(bd_rate(*curves[ref]["ms_ssim_db"], *own["ms_ssim_db"])),
+                "bd_psnr": _nan_to_none(bd_psnr(*curves[ref]["psnr"], *own["psnr"])),
+            }
+            for ref in REFERENCES
+            if ref in codecs
+        }
+    return table
+
+
+def _cell(column: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.2f} dB" if column == "bd_psnr" else f"{value:+.1f} %"
+
+
+def _bd_rows(keys: list[str], labels: dict[str, str], codecs: dict, table: dict) -> list[str]:
+    refs = [ref for ref in REFERENCES if ref in codecs]
+    header = "| codec | " + " | ".join(f"{COLUMNS[c]} vs {REFERENCES[r]}" for r in refs for c in COLUMNS) + " |"
+    lines = [header, "|---" * (1 + len(refs) * len(COLUMNS)) + "|"]
+    for key in keys:
+        cells = [_cell(c, table[key][f"vs_{r}"][c]) for r in refs for c in COLUMNS]
+        lines.append(f"| {labels[key]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> str:
+    """The human-readable report: what was measured, on what, and the BD-rates between the curves."""
+    codecs, meta, dataset = results["codecs"], results["meta"], results["dataset"]
+    table = results["bd"]
+    lines = [
+        "# Rate–distortion benchmark",
+        "",
+        f"Images: {len(dataset['images'])} from {dataset['source']} (fingerprint {dataset['fingerprint'][:12]}). "
+        f"Last run {meta['date']} on {meta['cpu']} with `{meta['command']}`; full metadata in `rd.json`.",
+        "",
+        "## Bjøntegaard deltas (BD-rate < 0 or BD-PSNR > 0: better than the reference)",
+        "",
+    ]
+    if not any(ref in codecs for ref in REFERENCES):
+        lines.append("No reference curve (JPEG 4:2:0 or the single model) has been measured yet.")
+    else:
+        labels = {key: entry["label"] for key, entry in codecs.items()}
+        lines += _bd_rows(list(codecs), labels, codecs, table)
+    lines += [
+        "",
+        f"Points: {AVERAGING}. bpp counts every byte of the encoded file, header included. "
+        f"MS-SSIM is RGB MS-SSIM in dB, -10·log10(1 - MS-SSIM). BD method: {METHOD}.",
+        "",
+        "## Codecs",
+        "",
+        "| codec | library | settings | sweep | bpp range | enc s / image | dec s / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in codecs.values():
+        rows = entry["mean"]
+        bpps = [r["bpp"] for r in rows]
+        enc, dec = np.mean([r["enc_s"] for r in rows]), np.mean([r["dec_s"] for r in rows])
+        lines.append(
+            f"| {entry['label']} | {entry['library']} | {entry['settings']} | {_sweep(entry)} | "
+            f"{min(bpps):.3f}–{max(bpps):.3f} | {enc:.3f} | {dec:.3f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Seconds: mean over images and settings of one encode and one decode call; classic codecs single-threaded, "
+        "learned ones with the torch threads recorded in each codec's `meta` in rd.json."
+    )
+    if "model" in codecs:
+        lines += _model_section(codecs["model"])
+    if anchors and any(ref in codecs for ref in REFERENCES):
+        labels = {a.key: a.label for a in anchors}
+        lines += [
+            "",
+            "## Published curves (CompressAI's Kodak results, measured elsewhere, not by this benchmark)",
+            "",
+            "Only comparable when the images above are the 24 Kodak images; published learned-model rates exclude "
+            "any file header.",
+            "",
+            *_bd_rows([a.key for a in anchors], labels, codecs, table),
+        ]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _sweep(entry: dict) -> str:
+    settings = [r["setting"] for r in entry["mean"]]
+    return f"{entry['parameter']} {min(settings):g}–{max(settings):g}, {len(settings)} points"
+
+
+def _model_section(entry: dict) -> list[str]:
+    rows = entry["mean"]
+    if len(rows) > len(MODEL_QUALITIES):
+        rows = [r for r in rows if any(abs(r["setting"] - q) < 1e-6 for q in MODEL_QUALITIES)]
+    lines = [
+        "",
+        f"## Single model `{entry['model_id']}` (λ {entry['lmbda_min']:g}–{entry['lmbda_max']:g})",
+        "",
+        f"Timed with {entry['meta']['torch_threads']} torch thread(s) on {entry['meta']['cpu']}.",
+        "",
+        "| quality | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | enc s | dec s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['ms_ssim_db']:.2f} | "
+            f"{r['enc_s']:.3f} | {r['dec_s']:.3f} |"
+        )
+    return lines
+
+
+def write_summary(results: dict, anchors: list[Anchor], notes: list[str], path: Path) -> None:
+    path.write_text(summary_markdown(results, anchors, notes))

@@ -1,0 +1,189 @@
+"""The RD benchmark: hand-checkable BD metrics, codec adapters, and a quick end-to-end run with consistent outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import yotocodec
+from benchmarks.anchors import load_anchors
+from benchmarks.bd import bd_psnr, bd_rate, msssim_db
+from benchmarks.codecs import CODECS, measure
+from benchmarks.images import sample_images
+from benchmarks.rd import main
+from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RATES = [0.15, 0.3, 0.55, 0.9, 1.4, 2.1]
+PSNRS = [27.0, 29.5, 31.8, 34.0, 36.1, 38.5]
+
+
+def test_bd_rate_of_scaled_rates_is_the_scale():
+    assert bd_rate(RATES, PSNRS, [0.8 * r for r in RATES], PSNRS) == pytest.approx(-20, abs=1e-6)
+    assert bd_rate([0.8 * r for r in RATES], PSNRS, RATES, PSNRS) == pytest.approx(25, abs=1e-6)
+
+
+def test_bd_psnr_of_shifted_curve_is_the_shift():
+    assert bd_psnr(RATES, PSNRS, RATES, [p + 1 for p in PSNRS]) == pytest.approx(1, abs=1e-9)
+
+
+def test_bd_of_a_curve_against_itself_is_zero_whatever_the_order():
+    order = [3, 0, 5, 1, 4, 2]
+    assert bd_rate(RATES, PSNRS, [RATES[i] for i in order], [PSNRS[i] for i in order]) == pytest.approx(0, abs=1e-12)
+
+
+def test_bd_uses_only_the_overlap():
+    # PSNR linear in log-rate, which PCHIP reproduces exactly; the test curve covers only the upper half, 10 % dearer
+    rates, psnrs = [0.1 * 2**k for k in range(6)], [25 + 6 * k for k in range(6)]
+    assert bd_rate(rates, psnrs, [1.1 * r for r in rates[3:]], psnrs[3:]) == pytest.approx(10, abs=1e-6)
+
+
+def test_bd_is_nan_without_overlap_or_points():
+    assert math.isnan(bd_rate(RATES[:3], PSNRS[:3], RATES[3:], PSNRS[3:]))
+    assert math.isnan(bd_psnr([0.1, 0.2], [20, 22], [3.0, 4.0], [40, 42]))
+    assert math.isnan(bd_rate(RATES, PSNRS, [0.5], [30.0]))
+    assert math.isnan(bd_rate(RATES, PSNRS, [0.5, 0.6], [math.nan, math.nan]))
+
+
+def test_msssim_db():
+    assert msssim_db(0.99) == pytest.approx(20)
+    assert msssim_db(1.0) == math.inf
+
+
+def test_sample_images_are_small_rgb_photos():
+    images = sample_images()
+    assert len(images.names) == 3
+    assert all(a.shape == (256, 256, 3) and a.dtype == np.uint8 for a in images.arrays)
+
+
+@pytest.mark.parametrize("key", list(CODECS))
+def test_classic_codec_round_trip(key):
+    codec = CODECS[key]
+    if codec.missing():
+        pytest.skip(codec.missing())
+    array = sample_images(192).arrays[0]
+    low, high = measure(key, array, [codec.quick_sweep[0], codec.quick_sweep[-1]])
+    assert 0 < low["bpp"] < high["bpp"]
+    assert 20 < low["psnr"] < high["psnr"]
+    assert 0 < low["ms_ssim"] < high["ms_ssim"] <= 1
+
+
+def test_published_curves_load_and_a_missing_folder_is_a_note(tmp_path):
+    results = {"bpp": [0.5, 0.2], "psnr-rgb": [30.0, 27.0], "ms-ssim-rgb": [0.96, 0.9]}
+    (tmp_path / "jpeg.json").write_text(json.dumps({"name": "JPEG", "results": results}))
+    anchors, notes = load_anchors(tmp_path)
+    assert [a.label for a in anchors] == ["JPEG (Pillow 7.1.2) (published)"]
+    assert list(anchors[0].bpp) == [0.2, 0.5]  # sorted by rate
+    assert len(notes) == 5  # the other published files are missing
+    assert load_anchors(tmp_path / "nope") == ([], [f"published curves skipped: {tmp_path / 'nope'} not found"])
+
+
+def test_unknown_codec_is_rejected():
+    result = CliRunner().invoke(main, ["--quick", "--codecs", "jpeg420,bpg"])
+    assert result.exit_code == 2
+    assert "unknown codec 'bpg'" in result.output
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.rd", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, Path]:
+    """The documented quick run on scikit-image photographs written to a folder: (image folder, output folder)."""
+    images = tmp_path_factory.mktemp("images")
+    samples = sample_images()
+    for name, array in zip(samples.names, samples.arrays, strict=True):
+        Image.fromarray(array).save(images / f"{name}.png")
+    out = tmp_path_factory.mktemp("results")
+    run = _run("--quick", "--images", str(images), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    return images, out
+
+
+def _means(results: dict, key: str) -> dict[str, np.ndarray]:
+    rows = results["codecs"][key]["mean"]
+    return {name: np.array([r[name] for r in rows], dtype=float) for name in ("setting", "bpp", "psnr")}
+
+
+def test_quick_run_writes_consistent_outputs(quick):
+    _, out = quick
+    for name in ("rd.json", "summary.md", "rd_psnr.png", "rd_msssim.png"):
+        assert (out / name).stat().st_size > 0
+    results = json.loads((out / "rd.json").read_text())
+    assert {"jpeg420", "webp"} <= set(results["codecs"])
+    assert len(results["dataset"]["images"]) == 3
+    assert results["meta"]["libraries"]["pillow"]
+    for key, entry in results["codecs"].items():
+        assert set(entry["per_image"]) == {"astronaut.png", "chelsea.png", "coffee.png"}
+        means = _means(results, key)
+        assert len(means["setting"]) == 4
+        assert np.all(np.diff(means["setting"]) > 0)
+        assert np.all(np.diff(means["bpp"]) > 0), f"{key}: bpp must rise with quality"
+        per_image_bpp = [[p["bpp"] for p in points] for points in entry["per_image"].values()]
+        np.testing.assert_allclose(means["bpp"], np.mean(per_image_bpp, axis=0))
+    assert np.all(np.diff(_means(results, "jpeg420")["psnr"]) > 0)
+    assert results["bd"]["jpeg420"]["vs_jpeg420"] == {"bd_rate_psnr": 0.0, "bd_rate_msssim": 0.0, "bd_psnr": 0.0}
+    summary = (out / "summary.md").read_text()
+    for entry in results["codecs"].values():
+        assert f"| {entry['label']} |" in summary
+    assert "mean over images of per-image bpp and of per-image PSNR" in summary
+
+
+def test_quick_run_measures_the_single_model(quick):
+    try:
+        model = yotocodec.load_model()
+    except yotocodec.YotoError as exc:
+        pytest.skip(f"no shipped model, so the quick run left the learned codec out: {exc}")
+    results = json.loads((quick[1] / "rd.json").read_text())
+    entry = results["codecs"]["model"]
+    assert entry["model_id"] == model.model_id
+    assert list(_means(results, "model")["setting"]) == pytest.approx([0, 100 / 3, 200 / 3, 100])
+    assert results["bd"]["model"]["vs_model"]["bd_rate_psnr"] == 0.0
+    assert all(p["enc_s"] > 0 and p["dec_s"] > 0 for points in entry["per_image"].values() for p in points)
+
+
+def test_results_for_other_images_are_never_overwritten(quick):
+    _, out = quick
+    before = (out / "rd.json").read_text()
+    run = _run("--quick", "--images", "/nonexistent", "--out", str(out), "--codecs", "jpeg444")
+    assert run.returncode == 1
+    assert "holds results for other images" in run.stderr
+    assert (out / "rd.json").read_text() == before
+
+
+def test_codecs_option_merges_and_the_pool_matches_in_process(quick, tmp_path):
+    images, out = quick
+    for lmbda in (0.01, 0.003):  # tiny untrained per-λ models: only the bookkeeping is under test
+        config = ModelConfig(N=16, M=16, lmbda_min=lmbda, lmbda_max=lmbda)
+        save_weights(YotoHyperprior(config), tmp_path / f"{lmbda}.pt")
+    before = json.loads((out / "rd.json").read_text())
+    run = _run(
+        "--quick",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--codecs",
+        "jpeg444,baselines",
+        "--jobs",
+        "2",
+        "--baselines",
+        str(tmp_path),
+    )
+    assert run.returncode == 0, run.stderr
+    after = json.loads((out / "rd.json").read_text())
+    assert set(after["codecs"]) == set(before["codecs"]) | {"jpeg444", "baselines"}
+    assert [r["setting"] for r in after["codecs"]["baselines"]["mean"]] == [0.003, 0.01]
+    assert after["codecs"]["jpeg420"] == before["codecs"]["jpeg420"]
+    expected = measure("jpeg444", sample_images().arrays[0], CODECS["jpeg444"].quick_sweep)
+    assert [p["bpp"] for p in after["codecs"]["jpeg444"]["per_image"]["astronaut.png"]] == [p["bpp"] for p in expected]
