@@ -72,7 +72,10 @@ def test_train_resume_and_export(image_dir, tmp_path):
     weights = tmp_path / "tiny.pt"
     model_id = export(tmp_path / "run" / CHECKPOINT_NAME, weights)
     model = yotocodec.load_model(weights)
-    assert model.model_id == model_id and model.meta["steps"] == 6
+    assert model.model_id == model_id and model.meta["steps"] == 6 and model.meta["provisional"] is False
+    stored = torch.load(weights, weights_only=True)["state_dict"]
+    assert stored["g_a.0.weight"].dtype == torch.float16  # parameters in half precision, ...
+    assert stored["entropy_bottleneck._quantized_cdf"].dtype == torch.int32  # ... entropy-coder tables exact
     assert weights.stat().st_size < 2e6  # model only: no optimiser state
     decoded = yotocodec.decode(yotocodec.encode(synthetic(70, 50), 50, model=model), model=model)
     assert decoded.size == (70, 50)
@@ -91,10 +94,13 @@ def test_cli_train_fixed_lambda_and_export(image_dir, tmp_path):
     assert run.exit_code == 0, run.output
     again = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path)])
     assert again.exit_code == 1 and "--resume" in again.output
-    out = CliRunner().invoke(main, ["export", str(tmp_path / CHECKPOINT_NAME), "-o", str(tmp_path / "b.pt")])
+    out = CliRunner().invoke(
+        main, ["export", str(tmp_path / CHECKPOINT_NAME), "-o", str(tmp_path / "b.pt"), "--provisional"]
+    )
     assert out.exit_code == 0, out.output
     model = yotocodec.load_model(tmp_path / "b.pt")
     assert model.config.lmbda_min == model.config.lmbda_max == 0.01
+    assert model.meta["provisional"] is True
 
 
 def _rank_main(rank: int, port: int, image_dir: str, run_dir: str, result: str) -> None:

@@ -298,9 +298,10 @@ def train(
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def export(checkpoint: Path, output: Path) -> None:
-    """Write a shippable weights file (model only) from a training checkpoint."""
+@click.option("--provisional", is_flag=True, help="Mark an early checkpoint shipped before it meets its quality bar.")
+def export(checkpoint: Path, output: Path, provisional: bool) -> None:
+    """Write a shippable weights file (model only, float16 parameters) from a training checkpoint."""
     from .train import export as export_weights
 
-    model_id = export_weights(checkpoint, output)
+    model_id = export_weights(checkpoint, output, provisional)
     click.echo(f"wrote {output} (model id {model_id}, {output.stat().st_size / 1e6:.1f} MB)")

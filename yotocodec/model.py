@@ -174,9 +174,19 @@ def state_hash(state_dict: dict[str, Tensor]) -> str:
 
 
 def save_weights(model: YotoHyperprior, path: str | Path, meta: dict | None = None) -> str:
-    """Write a self-describing weights file (config + state with entropy-coder tables); returns its model id."""
+    """Write a self-describing weights file (config + state with entropy-coder tables); returns its model id.
+
+    Parameters are stored in float16 to halve the file; the model is rounded to those values *before* the CDF tables
+    are built, so tables, encoder and decoder all see exactly the weights in the file.  Buffers stay exact.
+    """
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
     model.update(force=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    parameters = {name for name, _ in model.named_parameters()}
+    state = {
+        k: (v.detach().cpu().half() if k in parameters else v.detach().cpu()) for k, v in model.state_dict().items()
+    }
     model_id = state_hash(state)
     payload = {
         "format": WEIGHTS_FORMAT,

@@ -266,8 +266,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     return model, record | {"step": step}
 
 
-def export(checkpoint: str | Path, output: str | Path) -> str:
-    """Write the shipped weights file (model only, CDF tables built) from a training checkpoint; returns the id."""
+def export(checkpoint: str | Path, output: str | Path, provisional: bool = False) -> str:
+    """Write the shipped weights file (model only, CDF tables built) from a training checkpoint; returns the id.
+
+    ``provisional`` marks an early checkpoint shipped before the model meets its quality bar (shown by ``info``).
+    """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = ckpt["config"]
     model = YotoHyperprior(ModelConfig(**cfg["model"]))
@@ -279,6 +282,7 @@ def export(checkpoint: str | Path, output: str | Path) -> str:
         "fixed_lambda": cfg["fixed_lambda"],
         "batch_size": cfg["batch_size"],
         "patch_size": cfg["patch_size"],
+        "provisional": provisional,
     }
     return save_weights(model, output, meta)
 
