@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic
+from conftest import photo_crop, sane_psnr, synthetic
 from PIL import Image
 
 import yotocodec
@@ -17,12 +17,12 @@ def rgb_psnr(a: Image.Image, b: Image.Image) -> float:
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 33), (500, 333), (64, 200), (200, 64), (1, 70)])
 def test_round_trip_sizes(model, size):
-    image = synthetic(*size)
+    image = photo_crop(*size)
     decoded = yotocodec.decode(yotocodec.encode(image, 90, model=model), model=model)
     assert decoded.size == image.size
     assert decoded.mode == "RGB"
     if min(size) >= 17:  # a 1-pixel image has no structure worth scoring
-        assert rgb_psnr(image, decoded) > 22
+        assert rgb_psnr(image, decoded) > sane_psnr(np.asarray(image.convert("RGB")))
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
@@ -36,12 +36,12 @@ def test_round_trip_modes(model, mode):
 
 
 def test_palette_and_cmyk_become_rgb(model):
-    palette = synthetic(64, 48).quantize(64)
-    cmyk = synthetic(64, 48).convert("CMYK")
+    palette = photo_crop(64, 48).quantize(64)
+    cmyk = photo_crop(64, 48).convert("CMYK")
     for image in (palette, cmyk):
         decoded = yotocodec.decode(yotocodec.encode(image, 80, model=model), model=model)
         assert (decoded.mode, decoded.size) == ("RGB", (64, 48))
-        assert rgb_psnr(image, decoded) > 22
+        assert rgb_psnr(image, decoded) > sane_psnr(np.asarray(image.convert("RGB")))
 
 
 def test_palette_with_transparency_keeps_alpha(model):
@@ -53,12 +53,13 @@ def test_palette_with_transparency_keeps_alpha(model):
 
 
 def test_sixteen_bit_greyscale_is_rescaled_not_clipped(model):
-    grey16 = (np.asarray(synthetic(64, 64, "L"), dtype=np.uint16) * 257).astype(np.uint16)
+    grey16 = (np.asarray(photo_crop(64, 64).convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
     image = Image.fromarray(grey16)
     assert image.mode.startswith("I;16")
     decoded = yotocodec.decode(yotocodec.encode(image, 90, model=model), model=model)
     assert decoded.mode == "L"
-    assert psnr(np.asarray(decoded), (grey16 // 257).astype(np.uint8)) > 22
+    expected = (grey16 // 257).astype(np.uint8)
+    assert psnr(np.asarray(decoded), expected) > sane_psnr(expected)
 
 
 def test_exif_orientation_is_applied(model, tmp_path):
