@@ -7,6 +7,7 @@ that sends its result back through a pipe; if the child dies, the caller gets a 
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import signal
@@ -30,6 +31,7 @@ def run_isolated(function: Callable[[], T], what: str) -> T:
         status = 1
         try:
             os.close(read_end)
+            faulthandler.disable()  # a crash here is an expected outcome, reported by the parent: no dump
             torch.set_num_threads(1)
             payload = pickle.dumps(function(), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_end, "wb") as pipe:
