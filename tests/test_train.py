@@ -131,3 +131,26 @@ def test_two_rank_ddp_stays_in_sync(image_dir, tmp_path):
     assert rank0["params"] == rank1["params"]  # bit-identical weights, quantiles included
     assert rank0["loss"] != rank1["loss"]  # but each rank saw its own patches and λ
     assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["step"] == 3
+
+
+def test_sigterm_and_ignored_sigint_end_with_a_checkpoint(image_dir, tmp_path):
+    """A run started in the background (SIGINT inherited as ignored) still stops cleanly on SIGINT and on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        run_dir = tmp_path / signum.name
+        args = [sys.executable, "-m", "yotocodec", "train", "--data", str(image_dir), "--run-dir", str(run_dir),
+                "--N", "16", "--M", "16", "--batch-size", "2", "--patch-size", "64", "--steps", "100000"]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+        log = run_dir / LOG_NAME
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.5)  # wait until it is really training
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+        state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
+        assert state["step"] >= 50, signum.name

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -194,6 +195,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             ckpt_path,
         )
 
+    _stop_cleanly_on_signals()
     log = (run_dir / LOG_NAME).open("a") if is_main else None
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     last_ckpt = time.monotonic()
@@ -264,6 +266,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         if log:
             log.close()
     return model, record | {"step": step}
+
+
+def _stop_cleanly_on_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and ``kill -TERM`` all end the run through the final checkpoint.
+
+    A job started with ``&`` from a non-interactive shell inherits SIGINT as *ignored*, so it is restored here.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def export(checkpoint: str | Path, output: str | Path, provisional: bool = False) -> str:
