@@ -154,3 +154,12 @@ def test_sigterm_and_ignored_sigint_end_with_a_checkpoint(image_dir, tmp_path):
         proc.wait(timeout=60)
         state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
         assert state["step"] >= 50, signum.name
+
+
+def test_seed_fixes_the_initial_weights(image_dir, tmp_path):
+    """Two fresh runs with the same seed start (and, after one step, stay) identical."""
+    first, _ = train(tiny_config(image_dir, tmp_path / "a", steps=1, val_dir=None), progress=False)
+    second, _ = train(tiny_config(image_dir, tmp_path / "b", steps=1, val_dir=None), progress=False)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )

@@ -136,8 +136,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
 
+    torch.manual_seed(cfg.seed + rank)  # seeds the initial weights; a resumed run restores its saved state below
     model = YotoHyperprior(cfg.model).to(device)
-    optimizer = torch.optim.Adam(_main_parameters(model), lr=cfg.lr)
+    main_parameters = _main_parameters(model)
+    optimizer = torch.optim.Adam(main_parameters, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
     step, wall = 0, 0.0
     rng = np.random.default_rng([cfg.seed, rank])
@@ -161,8 +163,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             raise ValueError(f"{cfg.init_from} has configuration {init.config}, not {cfg.model}")
         model.load_state_dict(init.state_dict())
         model.train()
-    if not ckpt_path.exists():
-        torch.manual_seed(cfg.seed + rank)
 
     sampler = PatchSampler(cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main)
     val_images = []
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             loss = (lmbda * 255**2 * mse + bpp).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(_main_parameters(model), cfg.clip_norm)
+            torch.nn.utils.clip_grad_norm_(main_parameters, cfg.clip_norm)
             optimizer.step()
 
             aux_optimizer.zero_grad(set_to_none=True)
