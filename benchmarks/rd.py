@@ -97,7 +97,7 @@ def environment(threads: int) -> dict:
     }
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
@@ -113,7 +113,7 @@ def run_classic(keys: list[str], image_set: images_mod.ImageSet, quick: bool, jo
                 done[key, name] = measure(key, array, sweeps[key])
                 bar.update()
         else:  # spawn: forking a process that has started torch's thread pool can hang the children
-            with ProcessPoolExecutor(jobs, get_context("spawn"), initializer=_set_threads, initargs=(threads,)) as pool:
+            with ProcessPoolExecutor(jobs, get_context("spawn"), initializer=set_threads, initargs=(threads,)) as pool:
                 futures = {pool.submit(measure, key, array, sweeps[key]): (key, name) for key, name, array in tasks}
                 for future in as_completed(futures):
                     done[futures[future]] = future.result()
@@ -131,31 +131,32 @@ def run_classic(keys: list[str], image_set: images_mod.ImageSet, quick: bool, jo
     }
 
 
-def _measure_learned(model: Any, array: np.ndarray, quality: float) -> dict:
+def measure_learned(model: Any, array: np.ndarray, quality: float, effort: int = 0) -> dict:
+    """One RD point of a yotocodec model through the public API: real file size, decoded pixels, codec seconds."""
     image = Image.fromarray(array, "RGB")
     start = time.perf_counter()
-    data = yotocodec.encode(image, quality, model=model)
+    data = yotocodec.encode(image, quality, model=model, effort=effort)
     encoded = time.perf_counter()
     decoded = np.array(yotocodec.decode(data, model=model).convert("RGB"))
     return rd_point(quality, len(data), array, decoded, encoded - start, time.perf_counter() - encoded)
 
 
-def _warm_up(model: Any, image_set: images_mod.ImageSet) -> None:
+def warm_up(model: Any, image_set: images_mod.ImageSet) -> None:
     """One untimed round trip, so that lazy initialisation is not billed to the first image."""
-    _measure_learned(model, images_mod.center_crop(image_set.arrays[0], 64), 50.0)
+    measure_learned(model, images_mod.center_crop(image_set.arrays[0], 64), 50.0)
 
 
 def run_model(
     model: Any, model_path: Path | None, image_set: images_mod.ImageSet, qualities: tuple[float, ...]
 ) -> dict:
     """The single variable-rate model over a dense quality sweep, through the public API only."""
-    _warm_up(model, image_set)
+    warm_up(model, image_set)
     per_image = {}
     with tqdm(total=len(image_set.names) * len(qualities), desc="single model", unit="point") as bar:
         for name, array in zip(image_set.names, image_set.arrays, strict=True):
             per_image[name] = []
             for quality in qualities:
-                per_image[name].append(_measure_learned(model, array, quality))
+                per_image[name].append(measure_learned(model, array, quality))
                 bar.update()
     return {
         "label": f"yotocodec, single model {model.model_id}",
@@ -178,9 +179,9 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet) -> di
         for path, model in loaded.items():
             lmbda = model.config.lmbda_min
             models.append({"path": str(path), "model_id": model.model_id, "lmbda": lmbda})
-            _warm_up(model, image_set)
+            warm_up(model, image_set)
             for name, array in zip(image_set.names, image_set.arrays, strict=True):
-                point = _measure_learned(model, array, BASELINE_QUALITY)
+                point = measure_learned(model, array, BASELINE_QUALITY)
                 per_image[name].append({**point, "setting": lmbda})
                 bar.update()
     return {
@@ -194,14 +195,14 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet) -> di
     }
 
 
-def _finite(value: object) -> object:
+def finite_json(value: object) -> object:
     """JSON without NaN/Infinity tokens (not valid JSON): non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -249,11 +250,14 @@ def _baseline_paths(patterns: tuple[str, ...], notes: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def _load_images(folder: Path, quick: bool, notes: list[str]) -> images_mod.ImageSet:
+def load_images(
+    folder: Path, quick: bool, notes: list[str], limit: int | None = None, crop: int | None = None
+) -> images_mod.ImageSet:
+    """The benchmark's images: all of ``folder`` (or its first ``limit``, centre-cropped), or quick-mode crops."""
     if folder.is_dir():
         if quick:
             return images_mod.load_folder(folder, images_mod.QUICK_COUNT, images_mod.QUICK_SIZE)
-        return images_mod.load_folder(folder)
+        return images_mod.load_folder(folder, limit, crop)
     if not quick:
         raise click.BadParameter(f"{folder} is not a folder (pass --images DIR, or --quick)", param_hint="--images")
     notes.append(f"{folder} not found: quick mode used scikit-image's sample photographs")
@@ -325,12 +329,12 @@ def main(
     threads: int,
 ) -> None:
     """Rate–distortion benchmark: bpp, RGB PSNR and MS-SSIM of every codec, BD-rates, plots."""
-    _set_threads(threads)
+    set_threads(threads)
     notes: list[str] = []
     explicit = set(codecs)
     keys = list(codecs or (QUICK_KEYS if quick else [*CODECS, "model", *(["baselines"] if baselines else [])]))
     baseline_paths = _baseline_paths(baselines, notes)
-    image_set = _load_images(image_dir, quick, notes)
+    image_set = load_images(image_dir, quick, notes)
     click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
     out = out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
     results_path = out / "rd.json"
@@ -390,7 +394,7 @@ def main(
         "codecs": codec_results,
         "bd": bd_table(codec_results, published),
     }
-    results_path.write_text(json.dumps(_finite(results), indent=1, ensure_ascii=False) + "\n")
+    results_path.write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
     write_summary(results, published, notes, out / "summary.md")
     for metric, name in (("psnr", "rd_psnr.png"), ("ms_ssim_db", "rd_msssim.png")):
         plot_rd(codec_results, published, metric, f"Rate–distortion on {image_set.source}", out / name)

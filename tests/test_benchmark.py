@@ -187,3 +187,50 @@ def test_codecs_option_merges_and_the_pool_matches_in_process(quick, tmp_path):
     assert after["codecs"]["jpeg420"] == before["codecs"]["jpeg420"]
     expected = measure("jpeg444", sample_images().arrays[0], CODECS["jpeg444"].quick_sweep)
     assert [p["bpp"] for p in after["codecs"]["jpeg444"]["per_image"]["astronaut.png"]] == [p["bpp"] for p in expected]
+
+
+def _run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def _shipped_model_or_skip() -> None:
+    try:
+        yotocodec.load_model()
+    except yotocodec.YotoError as exc:
+        pytest.skip(f"no shipped model: {exc}")
+
+
+def test_quick_effort_benchmark_is_consistent(quick, tmp_path):
+    _shipped_model_or_skip()
+    run = _run_module("benchmarks.effort", "--quick", "--images", str(quick[0]), "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "effort.json").read_text())
+    base, refined = results["levels"]
+    assert (base["effort"], refined["effort"]) == (0, 1)
+    assert base["bd_rate_psnr"] == 0 and base["size_change_pct"] == 0 and base["psnr_change_db"] == 0
+    assert refined["gradient_steps"] == 10 and refined["enc_s"] > base["enc_s"]
+    points = results["per_level"]["1"]["per_image"]["astronaut.png"]
+    baseline = results["per_level"]["0"]["per_image"]["astronaut.png"]
+    assert [p["setting"] for p in points] == [p["setting"] for p in baseline] == [0, 50, 100]
+    ratio = np.mean([p["num_bytes"] / b["num_bytes"] for name, pts in results["per_level"]["1"]["per_image"].items()
+                     for p, b in zip(pts, results["per_level"]["0"]["per_image"][name], strict=True)])  # fmt: skip
+    assert refined["size_change_pct"] == pytest.approx((ratio - 1) * 100)
+    assert "| 1 | 10 |" in (tmp_path / "effort.md").read_text()
+
+
+def test_quick_rate_control_benchmark_keeps_its_promises(quick, tmp_path):
+    _shipped_model_or_skip()
+    run = _run_module("benchmarks.ratecontrol", "--quick", "--images", str(quick[0]), "--out", str(tmp_path),
+                      "--bpp", "0.5,9", "--psnr", "27,99")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "ratecontrol.json").read_text())
+    for record in results["per_image"].values():
+        low, high = record["size"]
+        assert high["inside"] is False and high["bytes"] == record["quality_100"]["bytes"]  # 9 bpp: best there is
+        if low["inside"]:
+            assert low["within_tolerance"] and low["bytes"] <= low["target_bytes"] and low["trials"] <= 32
+        assert record["psnr"][1] == {"target_psnr": 99.0, "inside": False, "reached": False, "psnr": None,
+                                     "trials": None}  # fmt: skip
+    size_rows = results["summary"]["size"]
+    assert size_rows[1]["images_inside_range"] == 0
+    assert "| 0.5 |" in (tmp_path / "ratecontrol.md").read_text()

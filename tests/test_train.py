@@ -17,7 +17,16 @@ from conftest import synthetic
 import yotocodec
 from yotocodec.cli import main
 from yotocodec.model import ModelConfig
-from yotocodec.train import CHECKPOINT_NAME, LOG_NAME, TrainConfig, export, learning_rate, sample_lambdas, train
+from yotocodec.train import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    TrainConfig,
+    export,
+    learning_rate,
+    loss_weights,
+    sample_lambdas,
+    train,
+)
 
 TINY = ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)
 
@@ -47,6 +56,16 @@ def test_lambdas_are_log_uniform_over_the_range():
 def test_fixed_lambda_samples_one_value():
     cfg = TrainConfig(data="", run_dir="", model=ModelConfig(lmbda_min=0.01, lmbda_max=0.01), fixed_lambda=0.01)
     assert torch.allclose(sample_lambdas(cfg, 8, np.random.default_rng(0)), torch.full((8,), 0.01))
+
+
+def test_loss_weights_even_out_the_range_and_leave_fixed_lambda_alone():
+    lmbda = torch.tensor([0.002, 0.02, 0.2])
+    assert torch.equal(loss_weights(TrainConfig(data="", run_dir="", model=TINY), lmbda), torch.ones(3))
+    weights = loss_weights(TrainConfig(data="", run_dir="", model=TINY, lambda_weighting=0.5), lmbda)
+    assert weights.tolist() == pytest.approx([10**0.5, 1.0, 10**-0.5])  # λ_ref = 0.02, the geometric middle
+    fixed = TrainConfig(data="", run_dir="", model=ModelConfig(lmbda_min=0.05, lmbda_max=0.05), fixed_lambda=0.05,
+                        lambda_weighting=0.5)  # fmt: skip
+    assert torch.equal(loss_weights(fixed, torch.full((4,), 0.05)), torch.ones(4))
 
 
 def test_learning_rate_schedule():
@@ -90,8 +109,11 @@ def test_resume_refuses_a_different_model(image_dir, tmp_path):
 def test_cli_train_fixed_lambda_and_export(image_dir, tmp_path):
     run = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path), "--N", "16",
                                     "--M", "16", "--fixed-lambda", "0.01", "--steps", "2", "--batch-size", "2",
-                                    "--patch-size", "64", "--val-dir", str(image_dir)])  # fmt: skip
+                                    "--patch-size", "64", "--val-dir", str(image_dir),
+                                    "--lambda-weighting", "0.5"])  # fmt: skip
     assert run.exit_code == 0, run.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["config"]
+    assert saved["lambda_weighting"] == 0.5
     again = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path)])
     assert again.exit_code == 1 and "--resume" in again.output
     out = CliRunner().invoke(

@@ -220,6 +220,13 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--patch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--lambda-weighting",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out.",
+)
 @click.option("--steps", type=int, default=300_000, show_default=True, help="Planned length (sets the lr decay).")
 @click.option("--max-minutes", type=float, default=None, help="Stop cleanly (checkpoint written) after this long.")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
@@ -250,6 +257,7 @@ def train(
     batch_size: int,
     patch_size: int,
     lr: float,
+    lambda_weighting: float,
     steps: int,
     max_minutes: float | None,
     checkpoint_minutes: float,
@@ -280,6 +288,7 @@ def train(
             batch_size=batch_size,
             patch_size=patch_size,
             lr=lr,
+            lambda_weighting=lambda_weighting,
             steps=steps,
             max_minutes=max_minutes,
             checkpoint_minutes=checkpoint_minutes,

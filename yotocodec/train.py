@@ -48,6 +48,7 @@ class TrainConfig:
     steps: int = 300_000  # planned length: the cosine decay to lr/100 runs over its last `decay_fraction`
     decay_fraction: float = 0.2
     clip_norm: float = 1.0
+    lambda_weighting: float = 0.0  # p in the per-example weight (λ_ref/λ)^p; see loss_weights
     seed: int = 0
     checkpoint_minutes: float = 5.0
     log_every: int = 50
@@ -77,6 +78,17 @@ def sample_lambdas(cfg: TrainConfig, n: int, rng: np.random.Generator) -> torch.
     """λ per example, log-uniform over the training range."""
     lo, hi = cfg.lambda_range()
     return torch.from_numpy(np.exp(rng.uniform(math.log(lo), math.log(hi), n))).float()
+
+
+def loss_weights(cfg: TrainConfig, lmbda: torch.Tensor) -> torch.Tensor:
+    """Per-example weights (λ_ref/λ)^p, λ_ref the geometric middle of the range.
+
+    λ·255²·MSE + bpp grows with λ, so without weights (p = 0) the largest λ dominate the gradient of the shared
+    weights and the low-rate end learns slowly.  A positive weight per λ leaves each λ's optimum where it is; p = 0.5
+    roughly evens out the loss sizes across the range.  A fixed-λ run always gets weight 1.
+    """
+    lo, hi = cfg.lambda_range()
+    return (math.sqrt(lo * hi) / lmbda) ** cfg.lambda_weighting
 
 
 @torch.no_grad()
@@ -214,7 +226,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             out = net(x, lmbda)
             mse = mse_per_example(x, out["x_hat"])
             bpp = bpp_from_likelihoods(out["likelihoods"], x.shape[-2] * x.shape[-1])
-            loss = (lmbda * 255**2 * mse + bpp).mean()
+            loss = (loss_weights(cfg, lmbda) * (lmbda * 255**2 * mse + bpp)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(main_parameters, cfg.clip_norm)

@@ -1,0 +1,232 @@
+"""Rate control on real images: how close ``--target-bpp`` and ``--target-psnr`` land, and in how many trial encodings.
+
+``python -m benchmarks.ratecontrol [--images DIR] [--limit N] [--bpp 0.35,0.5,0.7] [--psnr 26,27] [--quick]`` runs
+the public rate-control API on every image.  A size target counts as inside the model's range for an image when it
+lies between that image's quality-0 and quality-100 file sizes; there the promise is a file within 2 % below the
+target.  Likewise a PSNR target is inside when it lies above the image's quality-0 PSNR and at most its quality-100
+PSNR; there the promise is a decoded image that reaches it by at most 0.1 dB more than asked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+import yotocodec
+from yotocodec.metrics import psnr
+from yotocodec.ratecontrol import PSNR_TOLERANCE_DB, SIZE_TOLERANCE, encode_to_bpp, encode_to_psnr
+
+from . import images as images_mod
+from .rd import DEFAULT_OUT, environment, finite_json, load_images, set_threads, warm_up
+
+BPP_TARGETS = (0.35, 0.5, 0.7)
+PSNR_TARGETS = (26.0, 27.0)
+
+
+def size_trial(model: yotocodec.YotoHyperprior, image: Image.Image, target_bpp: float, range_bytes: tuple) -> dict:
+    """One ``encode_to_bpp`` call, classified against this image's range of file sizes."""
+    target = math.floor(target_bpp * image.width * image.height / 8)
+    smallest, largest = range_bytes
+    inside = smallest <= target < largest
+    try:
+        data, trials = encode_to_bpp(image, target_bpp, model=model)
+    except yotocodec.YotoError:
+        return {"target_bpp": target_bpp, "target_bytes": target, "inside": inside, "bytes": None, "trials": None}
+    return {
+        "target_bpp": target_bpp,
+        "target_bytes": target,
+        "inside": inside,
+        "bytes": len(data),
+        "trials": trials,
+        "within_tolerance": target * (1 - SIZE_TOLERANCE) <= len(data) <= target,
+        "error_pct": (len(data) / target - 1) * 100,
+    }
+
+
+def psnr_trial(
+    model: yotocodec.YotoHyperprior, image: Image.Image, array: np.ndarray, target: float, range_psnr: tuple
+) -> dict:
+    """One ``encode_to_psnr`` call, checked by decoding its result and classified against this image's PSNR range."""
+    inside = range_psnr[0] < target <= range_psnr[1]
+    try:
+        data, trials = encode_to_psnr(image, target, model=model)
+    except yotocodec.YotoError:
+        return {"target_psnr": target, "inside": inside, "reached": False, "psnr": None, "trials": None}
+    achieved = psnr(array, np.asarray(yotocodec.decode(data, model=model).convert("RGB")))
+    return {
+        "target_psnr": target,
+        "inside": inside,
+        "reached": achieved >= target,
+        "psnr": achieved,
+        "bpp": len(data) * 8 / (image.width * image.height),
+        "trials": trials,
+        "within_tolerance": target <= achieved <= target + PSNR_TOLERANCE_DB,
+    }
+
+
+def run(
+    model: yotocodec.YotoHyperprior,
+    image_set: images_mod.ImageSet,
+    bpp_targets: tuple[float, ...],
+    psnr_targets: tuple[float, ...],
+) -> dict[str, dict]:
+    warm_up(model, image_set)
+    per_image = {}
+    total = len(image_set.names) * (len(bpp_targets) + len(psnr_targets))
+    with tqdm(total=total, desc="rate control", unit="target") as bar:
+        for name, array in zip(image_set.names, image_set.arrays, strict=True):
+            image = Image.fromarray(array, "RGB")
+            ends = [yotocodec.encode(image, q, model=model) for q in (0.0, 100.0)]
+            sizes = tuple(len(data) for data in ends)
+            psnrs = tuple(psnr(array, np.asarray(yotocodec.decode(d, model=model).convert("RGB"))) for d in ends)
+            record = {"quality_0": {"bytes": sizes[0], "psnr": psnrs[0]},
+                      "quality_100": {"bytes": sizes[1], "psnr": psnrs[1]}, "size": [], "psnr": []}  # fmt: skip
+            for target in bpp_targets:
+                record["size"].append(size_trial(model, image, target, sizes))
+                bar.update()
+            for target in psnr_targets:
+                record["psnr"].append(psnr_trial(model, image, array, target, psnrs))
+                bar.update()
+            per_image[name] = record
+    return per_image
+
+
+def summarise(per_image: dict[str, dict], bpp_targets: tuple, psnr_targets: tuple) -> dict[str, list[dict]]:
+    """Per target: how many images it was inside the range for, how many met the promise, error and trials."""
+    size_rows = []
+    for i, target in enumerate(bpp_targets):
+        inside = [r["size"][i] for r in per_image.values() if r["size"][i]["inside"]]
+        size_rows.append(
+            {
+                "target_bpp": target,
+                "images_inside_range": len(inside),
+                "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
+                "mean_abs_error_pct": float(np.mean([abs(t["error_pct"]) for t in inside])) if inside else None,
+                "worst_error_pct": float(min(t["error_pct"] for t in inside)) if inside else None,
+                "mean_trials": float(np.mean([t["trials"] for t in inside])) if inside else None,
+                "max_trials": max(t["trials"] for t in inside) if inside else None,
+            }
+        )
+    psnr_rows = []
+    for i, target in enumerate(psnr_targets):
+        inside = [r["psnr"][i] for r in per_image.values() if r["psnr"][i]["inside"]]
+        psnr_rows.append(
+            {
+                "target_psnr": target,
+                "images_inside_range": len(inside),
+                "reached": sum(t["reached"] for t in inside),
+                "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
+                "mean_excess_db": float(np.mean([t["psnr"] - target for t in inside])) if inside else None,
+                "mean_trials": float(np.mean([t["trials"] for t in inside])) if inside else None,
+                "max_trials": max(t["trials"] for t in inside) if inside else None,
+            }
+        )
+    return {"size": size_rows, "psnr": psnr_rows}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def summary_markdown(results: dict) -> str:
+    meta, n = results["meta"], len(results["dataset"]["images"])
+    lines = [
+        f"# Rate control, model `{results['model_id']}`",
+        "",
+        f"{n} images from {results['dataset']['source']}; {meta['torch_threads']} torch thread(s) on {meta['cpu']}.",
+        "A size target is inside the range for an image when it lies between its quality-0 and quality-100 sizes; "
+        f"the promise there is a file at most the target and within {SIZE_TOLERANCE:.0%} of it. "
+        "A PSNR target is inside when it lies above the quality-0 PSNR and at most the quality-100 PSNR.",
+        "",
+        "| target bpp | images inside range | within 2 % | mean abs. error | worst error | mean trials | max trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["summary"]["size"]:
+        lines.append(
+            f"| {r['target_bpp']:g} | {r['images_inside_range']}/{n} | {r['within_tolerance']}/"
+            f"{r['images_inside_range']} | {_fmt(r['mean_abs_error_pct'], '.2f')} % | "
+            f"{_fmt(r['worst_error_pct'], '+.2f')} % | {_fmt(r['mean_trials'], '.1f')} | {_fmt(r['max_trials'], 'd')} |"
+        )
+    lines += [
+        "",
+        f"| target PSNR | images inside range | reached | within +{PSNR_TOLERANCE_DB:g} dB | mean excess "
+        "| mean trials | max trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["summary"]["psnr"]:
+        lines.append(
+            f"| {r['target_psnr']:g} dB | {r['images_inside_range']}/{n} | {r['reached']}/{r['images_inside_range']} "
+            f"| {r['within_tolerance']}/{r['images_inside_range']} | {_fmt(r['mean_excess_db'], '.3f')} dB "
+            f"| {_fmt(r['mean_trials'], '.1f')} | {_fmt(r['max_trials'], 'd')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _floats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise click.BadParameter("targets must be positive numbers")
+    return values
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--images", "image_dir", type=click.Path(path_type=Path), default=images_mod.DEFAULT_DIR,
+              show_default=True, help="Folder of test images.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@click.option("--bpp", "bpp_targets", default=",".join(map(str, BPP_TARGETS)), callback=_floats, show_default=True,
+              help="Size targets in bits per pixel.")  # fmt: skip
+@click.option("--psnr", "psnr_targets", default=",".join(map(str, PSNR_TARGETS)), callback=_floats,
+              show_default=True, help="PSNR targets in dB.")  # fmt: skip
+@click.option("--quick", is_flag=True, help="Three 256×256 crops: a smoke run.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Weights file (default: the shipped model).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Where ratecontrol.json/.md go [default: {DEFAULT_OUT}, or {DEFAULT_OUT}/quick].")  # fmt: skip
+def main(
+    image_dir: Path,
+    limit: int | None,
+    bpp_targets: tuple[float, ...],
+    psnr_targets: tuple[float, ...],
+    quick: bool,
+    model_path: Path | None,
+    threads: int,
+    out: Path | None,
+) -> None:
+    """Accuracy and trial count of size and PSNR targets."""
+    set_threads(threads)
+    try:
+        model = yotocodec.load_model(model_path)
+    except yotocodec.YotoError as exc:
+        raise click.ClickException(str(exc)) from None
+    notes: list[str] = []
+    image_set = load_images(image_dir, quick, notes, limit)
+    click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
+    per_image = run(model, image_set, bpp_targets, psnr_targets)
+    results = {
+        "format": 1,
+        "model_id": model.model_id,
+        "dataset": image_set.describe(),
+        "meta": environment(threads),
+        "notes": notes,
+        "summary": summarise(per_image, bpp_targets, psnr_targets),
+        "per_image": per_image,
+    }
+    out = out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ratecontrol.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
+    (out / "ratecontrol.md").write_text(summary_markdown(results))
+    click.echo(f"wrote {out / 'ratecontrol.json'} and {out / 'ratecontrol.md'}", err=True)
+
+
+if __name__ == "__main__":
+    main()
