@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import synthetic
 from PIL import Image
 
 import yotocodec
 from benchmarks.anchors import load_anchors
+from benchmarks.baselines import baseline_lambdas
+from benchmarks.baselines import main as baselines_main
 from benchmarks.bd import bd_psnr, bd_rate, msssim_db
 from benchmarks.codecs import CODECS, measure
 from benchmarks.images import sample_images
@@ -234,3 +237,25 @@ def test_quick_rate_control_benchmark_keeps_its_promises(quick, tmp_path):
     size_rows = results["summary"]["size"]
     assert size_rows[1]["images_inside_range"] == 0
     assert "| 0.5 |" in (tmp_path / "ratecontrol.md").read_text()
+
+
+def test_baselines_train_matched_models_and_continue_when_rerun(tmp_path):
+    assert baseline_lambdas(0.0015, 0.2, 5) == [0.0015, 0.005097, 0.01732, 0.05886, 0.2]
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        synthetic(160, 150, seed=i).save(data / f"{i}.png")
+    args = ["--runs", str(tmp_path / "runs"), "--data", str(data), "--steps", "2", "--count", "2", "--N", "16",
+            "--M", "16", "--batch-size", "2", "--patch-size", "64", "--out", str(tmp_path / "out")]  # fmt: skip
+    first = CliRunner().invoke(baselines_main, args)
+    assert first.exit_code == 0, first.output
+    exported = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert exported == ["lambda-0.0015.pt", "lambda-0.2.pt", "single.pt"]
+    single = yotocodec.load_model(tmp_path / "out" / "single.pt")
+    low = yotocodec.load_model(tmp_path / "out" / "lambda-0.0015.pt")
+    assert (single.config.lmbda_min, single.config.lmbda_max) == (0.0015, 0.2)
+    assert low.config.lmbda_min == low.config.lmbda_max == 0.0015
+    assert single.meta["steps"] == low.meta["steps"] == 2 and low.meta["fixed_lambda"] == 0.0015
+    again = CliRunner().invoke(baselines_main, args)  # everything is done: nothing retrains, ids stay
+    assert again.exit_code == 0, again.output
+    assert yotocodec.load_model(tmp_path / "out" / "single.pt").model_id == single.model_id

@@ -1,0 +1,109 @@
+"""Per-λ baselines at a matched budget: five fixed-λ models and one loss-conditional model, all trained alike.
+
+``python -m benchmarks.baselines --steps 5000 --runs ~/yoto-runs/baselines`` trains, with the ordinary training
+pipeline, one fixed-λ model per λ (log-spaced over the single model's range) and one loss-conditional model over the
+whole range, each for the same number of steps with the same architecture, data, patch and batch size, learning
+rate and schedule; then exports them to ``models/baselines/`` (``lambda-*.pt`` and ``single.pt``).  Interrupted runs
+continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  Compare with::
+
+    python -m benchmarks.rd --codecs model,baselines --model models/baselines/single.pt \\
+        --baselines 'models/baselines/lambda-*.pt' --out benchmarks/results/matched
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import numpy as np
+
+from yotocodec.model import ModelConfig
+from yotocodec.train import CHECKPOINT_NAME, TrainConfig, export, train
+
+DEFAULT_DATA = Path("../shared/data/train")
+DEFAULT_OUT = Path("models/baselines")
+
+
+def baseline_lambdas(lmbda_min: float, lmbda_max: float, count: int) -> list[float]:
+    """``count`` values log-spaced over the range, ends included, rounded to 4 significant digits for file names."""
+    return [float(f"{v:.4g}") for v in np.geomspace(lmbda_min, lmbda_max, count)]
+
+
+def plan(base: TrainConfig, runs: Path, lambdas: list[float]) -> dict[str, TrainConfig]:
+    """Run configurations keyed by output name: the single model and one fixed-λ model per λ, otherwise identical."""
+    configs = {"single": replace(base, run_dir=str(runs / "single"))}
+    for lmbda in lambdas:
+        model = replace(base.model, lmbda_min=lmbda, lmbda_max=lmbda)
+        configs[f"lambda-{lmbda:g}"] = replace(base, run_dir=str(runs / f"lambda-{lmbda:g}"), model=model,
+                                               fixed_lambda=lmbda)  # fmt: skip
+    return configs
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--runs", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Parent folder of the run directories (keep it outside the repository).")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), required=True, help="Training steps of every model.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
+@click.option("--count", type=click.IntRange(min=2), default=5, show_default=True, help="Number of per-λ models.")
+@click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch, show_default=True)
+@click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True)
+@click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True)
+@click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True)
+@click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--patch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lambda-weighting", type=float, default=0.0, show_default=True, help="As in `yotocodec train`.")
+@click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
+def main(
+    runs: Path,
+    steps: int,
+    data: Path,
+    count: int,
+    arch: str,
+    N: int,
+    M: int,
+    lambda_min: float,
+    lambda_max: float,
+    batch_size: int,
+    patch_size: int,
+    lr: float,
+    lambda_weighting: float,
+    max_minutes: float | None,
+    out: Path,
+) -> None:
+    """Train and export the per-λ baselines and a single model with exactly their budget."""
+    base = TrainConfig(
+        data=str(data),
+        run_dir="",
+        model=ModelConfig(arch=arch, N=N, M=M, lmbda_min=lambda_min, lmbda_max=lambda_max),
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        lambda_weighting=lambda_weighting,
+        steps=steps,
+    )
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes else math.inf
+    out.mkdir(parents=True, exist_ok=True)
+    for name, cfg in plan(base, runs, baseline_lambdas(lambda_min, lambda_max, count)).items():
+        left = (deadline - time.monotonic()) / 60
+        if left <= 0:
+            click.echo(f"time is up before {name}: run the same command again to continue", err=True)
+            return
+        try:
+            _, record = train(replace(cfg, max_minutes=None if math.isinf(left) else left))
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(f"{name}: {exc}") from None
+        if record["step"] < steps:
+            click.echo(f"{name} stopped at step {record['step']} of {steps}: run again to continue", err=True)
+            return
+        model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
+        click.echo(f"{name}: {steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
+
+
+if __name__ == "__main__":
+    main()
