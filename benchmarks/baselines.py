@@ -56,7 +56,7 @@ def plan(base: TrainConfig, runs: Path, lambdas: list[float]) -> dict[str, Train
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--patch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--lambda-weighting", type=float, default=0.0, show_default=True, help="As in `yotocodec train`.")
+@click.option("--lambda-weighting", type=float, default=0.5, show_default=True, help="As in `yotocodec train`.")
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(

@@ -21,6 +21,7 @@ from yotocodec.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
     TrainConfig,
+    config_from_checkpoint,
     export,
     learning_rate,
     loss_weights,
@@ -60,8 +61,9 @@ def test_fixed_lambda_samples_one_value():
 
 def test_loss_weights_even_out_the_range_and_leave_fixed_lambda_alone():
     lmbda = torch.tensor([0.002, 0.02, 0.2])
-    assert torch.equal(loss_weights(TrainConfig(data="", run_dir="", model=TINY), lmbda), torch.ones(3))
-    weights = loss_weights(TrainConfig(data="", run_dir="", model=TINY, lambda_weighting=0.5), lmbda)
+    plain = TrainConfig(data="", run_dir="", model=TINY, lambda_weighting=0.0)
+    assert torch.equal(loss_weights(plain, lmbda), torch.ones(3))
+    weights = loss_weights(TrainConfig(data="", run_dir="", model=TINY), lmbda)  # the default p = 0.5
     assert weights.tolist() == pytest.approx([10**0.5, 1.0, 10**-0.5])  # λ_ref = 0.02, the geometric middle
     fixed = TrainConfig(data="", run_dir="", model=ModelConfig(lmbda_min=0.05, lmbda_max=0.05), fixed_lambda=0.05,
                         lambda_weighting=0.5)  # fmt: skip
@@ -110,10 +112,13 @@ def test_cli_train_fixed_lambda_and_export(image_dir, tmp_path):
     run = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path), "--N", "16",
                                     "--M", "16", "--fixed-lambda", "0.01", "--steps", "2", "--batch-size", "2",
                                     "--patch-size", "64", "--val-dir", str(image_dir),
-                                    "--lambda-weighting", "0.5"])  # fmt: skip
+                                    "--lambda-weighting", "0.25"])  # fmt: skip
     assert run.exit_code == 0, run.output
-    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["config"]
-    assert saved["lambda_weighting"] == 0.5
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert saved["config"]["lambda_weighting"] == 0.25
+    del saved["config"]["lambda_weighting"]  # a run from before the option: it resumes unweighted, as it trained
+    torch.save(saved, tmp_path / "old.pt")
+    assert config_from_checkpoint(tmp_path / "old.pt").lambda_weighting == 0.0
     again = CliRunner().invoke(main, ["train", "--data", str(image_dir), "--run-dir", str(tmp_path)])
     assert again.exit_code == 1 and "--resume" in again.output
     out = CliRunner().invoke(

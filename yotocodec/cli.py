@@ -223,7 +223,7 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
 @click.option(
     "--lambda-weighting",
     type=float,
-    default=0.0,
+    default=0.5,
     show_default=True,
     help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out.",
 )

@@ -48,7 +48,7 @@ class TrainConfig:
     steps: int = 300_000  # planned length: the cosine decay to lr/100 runs over its last `decay_fraction`
     decay_fraction: float = 0.2
     clip_norm: float = 1.0
-    lambda_weighting: float = 0.0  # p in the per-example weight (λ_ref/λ)^p; see loss_weights
+    lambda_weighting: float = 0.5  # p in the per-example weight (λ_ref/λ)^p; see loss_weights
     seed: int = 0
     checkpoint_minutes: float = 5.0
     log_every: int = 50
@@ -85,7 +85,8 @@ def loss_weights(cfg: TrainConfig, lmbda: torch.Tensor) -> torch.Tensor:
 
     λ·255²·MSE + bpp grows with λ, so without weights (p = 0) the largest λ dominate the gradient of the shared
     weights and the low-rate end learns slowly.  A positive weight per λ leaves each λ's optimum where it is; p = 0.5
-    roughly evens out the loss sizes across the range.  A fixed-λ run always gets weight 1.
+    roughly evens out the loss sizes across the range (measured: −3 to −9 % rate at equal or better PSNR on Kodak after
+    2,100 paired steps, models/README.md).  A fixed-λ run always gets weight 1.
     """
     lo, hi = cfg.lambda_range()
     return (math.sqrt(lo * hi) / lmbda) ** cfg.lambda_weighting
@@ -318,4 +319,5 @@ def config_from_checkpoint(checkpoint: str | Path, **overrides: object) -> Train
     """The TrainConfig a checkpoint was written with, with some fields changed (e.g. ``max_minutes``)."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
     saved["model"] = ModelConfig(**saved["model"])
+    saved.setdefault("lambda_weighting", 0.0)  # runs started before the option existed trained unweighted
     return replace(TrainConfig(**saved), **overrides)
