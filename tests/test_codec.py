@@ -90,10 +90,6 @@ def test_quality_raises_rate_and_psnr_on_a_photo(model, photo):
     assert psnrs[-1] > psnrs[0] + 1, psnrs
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="provisional model (6,470 steps): PSNR dips at low qualities; fixed by training (see models/README.md)",
-)
 def test_psnr_is_monotonic_in_quality_on_a_photo(model, photo):
     _, psnrs = sweep(model, photo)
     assert psnrs == sorted(psnrs), psnrs

@@ -190,3 +190,20 @@ def test_seed_fixes_the_initial_weights(image_dir, tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     )
+
+
+def test_a_copied_run_resumes_in_its_new_place_with_a_new_learning_rate(image_dir, tmp_path):
+    import shutil
+
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64"]
+    first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "a"), "--N", "16", "--M", "16",
+                                      "--steps", "2", *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    before = (tmp_path / "a" / CHECKPOINT_NAME).read_bytes()
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "b"), "--resume", "--lr", "1e-4"])
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "a" / CHECKPOINT_NAME).read_bytes() == before  # the original run is untouched
+    saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["config"]
+    assert (saved["run_dir"], saved["lr"], saved["model"]["N"]) == (str(tmp_path / "b"), 1e-4, 16)
+    assert saved["lambda_weighting"] == 0.5  # not given: kept from the run

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .batch import DecodeTask, EncodeTask, code_files
 from .codec import DEFAULT_QUALITY, inspect, load_model
@@ -210,7 +211,12 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
     required=True,
     help="Where checkpoints and the log go (keep it outside the repository).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --run-dir with the settings it was started with.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting and --max-minutes "
+    "may be changed.",
+)
 @click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch, show_default=True)
 @click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True, help="Channels of the transforms.")
 @click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True, help="Channels of the latent y.")
@@ -273,7 +279,15 @@ def train(
     if resume:
         if not checkpoint.exists():
             raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
-        cfg = training.config_from_checkpoint(checkpoint, max_minutes=max_minutes)
+        # The run lives where it is now (a copied run directory must not write back into the original), and the
+        # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
+        ctx = click.get_current_context()
+        changed = {
+            name: value
+            for name, value in (("lr", lr), ("lambda_weighting", lambda_weighting))
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        }
+        cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
     else:
         if checkpoint.exists():
             raise click.ClickException(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
