@@ -4,7 +4,8 @@
 pipeline, one fixed-λ model per λ (log-spaced over the single model's range) and one loss-conditional model over the
 whole range, each for the same number of steps with the same architecture, data, patch and batch size, learning
 rate and schedule; then exports them to ``models/baselines/`` (``lambda-*.pt`` and ``single.pt``).  Interrupted runs
-continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  Compare with::
+continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  The exported
+files are not committed (git ignores ``models/baselines/``): this command reproduces them.  Compare with::
 
     python -m benchmarks.rd --codecs model,baselines --model models/baselines/single.pt \\
         --baselines 'models/baselines/lambda-*.pt' --out benchmarks/results/matched
