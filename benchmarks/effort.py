@@ -9,7 +9,6 @@ so it is slow on a CPU: ``--limit`` and ``--crop`` trade coverage for time, and 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from yotocodec.refine import EFFORT_STEPS
 
 from . import images as images_mod
 from .bd import METHOD, bd_rate
-from .rd import DEFAULT_OUT, environment, finite_json, load_images, measure_learned, set_threads, warm_up
+from .rd import DEFAULT_OUT, environment, measure_learned, prepare, results_dir, warm_up, write_results
 from .report import METRICS, average, curve
 
 QUALITIES = tuple(float(q) for q in np.linspace(0, 100, 5))
@@ -137,18 +136,11 @@ def main(
     out: Path | None,
 ) -> None:
     """BD-rate gain and encode time of each encoder effort level against effort 0."""
-    set_threads(threads)
-    try:
-        model = yotocodec.load_model(model_path)
-    except yotocodec.YotoError as exc:
-        raise click.ClickException(str(exc)) from None
+    model, image_set, notes = prepare(threads, model_path, image_dir, quick, limit, crop)
     if quick:
         efforts, qualities = (0, 1), QUICK_QUALITIES
     else:
         qualities = QUALITIES
-    notes: list[str] = []
-    image_set = load_images(image_dir, quick, notes, limit, crop)
-    click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
     levels = run(model, image_set, efforts, qualities)
     results = {
         "format": 1,
@@ -161,11 +153,7 @@ def main(
         "levels": compare(levels),
         "per_level": {str(e): entry for e, entry in levels.items()},
     }
-    out = out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "effort.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
-    (out / "effort.md").write_text(summary_markdown(results))
-    click.echo(f"wrote {out / 'effort.json'} and {out / 'effort.md'}", err=True)
+    write_results(results_dir(out, quick), "effort", results, summary_markdown(results))
 
 
 if __name__ == "__main__":

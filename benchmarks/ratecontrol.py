@@ -9,8 +9,8 @@ PSNR; there the promise is a decoded image that reaches it by at most 0.1 dB mor
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -23,7 +23,7 @@ from yotocodec.metrics import psnr
 from yotocodec.ratecontrol import PSNR_TOLERANCE_DB, SIZE_TOLERANCE, encode_to_bpp, encode_to_psnr
 
 from . import images as images_mod
-from .rd import DEFAULT_OUT, environment, finite_json, load_images, set_threads, warm_up
+from .rd import DEFAULT_OUT, environment, prepare, results_dir, warm_up, write_results
 
 BPP_TARGETS = (0.35, 0.5, 0.7)
 PSNR_TARGETS = (26.0, 27.0)
@@ -97,6 +97,11 @@ def run(
     return per_image
 
 
+def _stat(function: Callable[[list], float], values: list) -> float | None:
+    """A statistic of the images a target applied to; None when it applied to none."""
+    return float(function(values)) if values else None
+
+
 def summarise(per_image: dict[str, dict], bpp_targets: tuple, psnr_targets: tuple) -> dict[str, list[dict]]:
     """Per target: how many images it was inside the range for, how many met the promise, error and trials."""
     size_rows = []
@@ -107,9 +112,9 @@ def summarise(per_image: dict[str, dict], bpp_targets: tuple, psnr_targets: tupl
                 "target_bpp": target,
                 "images_inside_range": len(inside),
                 "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
-                "mean_abs_error_pct": float(np.mean([abs(t["error_pct"]) for t in inside])) if inside else None,
-                "worst_error_pct": float(min(t["error_pct"] for t in inside)) if inside else None,
-                "mean_trials": float(np.mean([t["trials"] for t in inside])) if inside else None,
+                "mean_abs_error_pct": _stat(np.mean, [abs(t["error_pct"]) for t in inside]),
+                "worst_error_pct": _stat(min, [t["error_pct"] for t in inside]),
+                "mean_trials": _stat(np.mean, [t["trials"] for t in inside]),
                 "max_trials": max(t["trials"] for t in inside) if inside else None,
             }
         )
@@ -122,8 +127,8 @@ def summarise(per_image: dict[str, dict], bpp_targets: tuple, psnr_targets: tupl
                 "images_inside_range": len(inside),
                 "reached": sum(t["reached"] for t in inside),
                 "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
-                "mean_excess_db": float(np.mean([t["psnr"] - target for t in inside])) if inside else None,
-                "mean_trials": float(np.mean([t["trials"] for t in inside])) if inside else None,
+                "mean_excess_db": _stat(np.mean, [t["psnr"] - target for t in inside]),
+                "mean_trials": _stat(np.mean, [t["trials"] for t in inside]),
                 "max_trials": max(t["trials"] for t in inside) if inside else None,
             }
         )
@@ -203,14 +208,7 @@ def main(
     out: Path | None,
 ) -> None:
     """Accuracy and trial count of size and PSNR targets."""
-    set_threads(threads)
-    try:
-        model = yotocodec.load_model(model_path)
-    except yotocodec.YotoError as exc:
-        raise click.ClickException(str(exc)) from None
-    notes: list[str] = []
-    image_set = load_images(image_dir, quick, notes, limit)
-    click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
+    model, image_set, notes = prepare(threads, model_path, image_dir, quick, limit)
     per_image = run(model, image_set, bpp_targets, psnr_targets)
     results = {
         "format": 1,
@@ -221,11 +219,7 @@ def main(
         "summary": summarise(per_image, bpp_targets, psnr_targets),
         "per_image": per_image,
     }
-    out = out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ratecontrol.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
-    (out / "ratecontrol.md").write_text(summary_markdown(results))
-    click.echo(f"wrote {out / 'ratecontrol.json'} and {out / 'ratecontrol.md'}", err=True)
+    write_results(results_dir(out, quick), "ratecontrol", results, summary_markdown(results))
 
 
 if __name__ == "__main__":

@@ -206,6 +206,39 @@ def finite_json(value: object) -> object:
     return value
 
 
+def results_dir(out: Path | None, quick: bool) -> Path:
+    """Where a benchmark writes: ``--out``, else ``benchmarks/results`` (``…/quick`` for smoke runs)."""
+    return out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
+
+
+def prepare(
+    threads: int,
+    model_path: Path | None,
+    image_dir: Path,
+    quick: bool,
+    limit: int | None = None,
+    crop: int | None = None,
+) -> tuple[Any, images_mod.ImageSet, list[str]]:
+    """Shared set-up of the single-model benchmarks: threads, the model (a bad file is a clean error), the images."""
+    set_threads(threads)
+    try:
+        model = yotocodec.load_model(model_path)
+    except yotocodec.YotoError as exc:
+        raise click.ClickException(str(exc)) from None
+    notes: list[str] = []
+    image_set = load_images(image_dir, quick, notes, limit, crop)
+    click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
+    return model, image_set, notes
+
+
+def write_results(out: Path, stem: str, results: dict, markdown: str) -> None:
+    """``stem.json`` (valid JSON: non-finite numbers become null) and ``stem.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
+    click.echo(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'}", err=True)
+
+
 def _previous(path: Path, fingerprint: str) -> dict[str, dict]:
     """Codec results of an earlier run on the same images, to merge with; results for other images are kept safe."""
     if not path.is_file():
@@ -336,7 +369,7 @@ def main(
     baseline_paths = _baseline_paths(baselines, notes)
     image_set = load_images(image_dir, quick, notes)
     click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
-    out = out or (DEFAULT_OUT / "quick" if quick else DEFAULT_OUT)
+    out = results_dir(out, quick)
     results_path = out / "rd.json"
     merged = _previous(results_path, image_set.fingerprint)  # fail before measuring, not after
 
