@@ -16,7 +16,7 @@ from conftest import synthetic
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.model import ModelConfig
+from yotocodec.model import ModelConfig, YotoHyperprior
 from yotocodec.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -207,3 +207,59 @@ def test_a_copied_run_resumes_in_its_new_place_with_a_new_learning_rate(image_di
     saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["config"]
     assert (saved["run_dir"], saved["lr"], saved["model"]["N"]) == (str(tmp_path / "b"), 1e-4, 16)
     assert saved["lambda_weighting"] == 0.5  # not given: kept from the run
+
+
+def test_moving_the_lambda_range_keeps_what_the_model_computes():
+    torch.manual_seed(0)
+    model = YotoHyperprior(TINY).eval()
+    for layer in model.modules():  # FiLM heads start at zero: give them something to carry
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.05)
+    x, lmbda = torch.rand(3, 3, 64, 64), torch.tensor([0.002, 0.03, 0.2])
+    before_emb, before = model.embed(lmbda), model(x, lmbda)["x_hat"]
+    assert not torch.allclose(before_emb[0], before_emb[2]) and before.abs().max() < 100
+    model.set_lambda_range(0.0005, 0.8)
+    assert (model.config.lmbda_min, model.config.lmbda_max) == (0.0005, 0.8)
+    assert torch.allclose(model.embed(lmbda), before_emb, atol=1e-5)
+    assert torch.allclose(model(x, lmbda)["x_hat"], before, rtol=1e-4, atol=1e-5)
+    assert model.config.normalise(torch.tensor([0.0005, 0.8])).tolist() == pytest.approx([-1, 1])
+    with pytest.raises(ValueError, match="single λ"):
+        model.set_lambda_range(0.01, 0.01)
+
+    fixed = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.01, lmbda_max=0.01))
+    one = fixed.embed(torch.tensor([0.01]))
+    fixed.set_lambda_range(0.001, 0.1)  # a per-λ model becomes a conditional one that starts the same everywhere
+    assert torch.allclose(fixed.embed(torch.tensor([0.001, 0.01, 0.1])), one.expand(3, -1), atol=1e-6)
+
+
+def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--val-dir", str(image_dir)]
+    first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",
+                                      *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    before = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    model = YotoHyperprior(ModelConfig(**before["config"]["model"]))
+    model.load_state_dict(before["model"])
+    embedding = model.embed(torch.tensor([0.0015, 0.2]))
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--lambda-max", "0.8",
+                                    "--lambda-min", "0.0008", "--max-minutes", "0"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    after = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert after["step"] == 2 and after["config"]["model"]["lmbda_max"] == 0.8
+    assert after["config"]["model"]["lmbda_min"] == 0.0008 and after["config"]["model"]["N"] == 16
+    model = YotoHyperprior(ModelConfig(**after["config"]["model"]))
+    model.load_state_dict(after["model"])
+    assert torch.allclose(model.embed(torch.tensor([0.0015, 0.2])), embedding, atol=1e-5)  # same model, wider range
+
+    export(tmp_path / CHECKPOINT_NAME, tmp_path / "wide.pt")  # a new run from it keeps its networks and range
+    new = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "new"), "--init-from",
+                                    str(tmp_path / "wide.pt"), "--steps", "1", *common])  # fmt: skip
+    assert new.exit_code == 0, new.output
+    saved = torch.load(tmp_path / "new" / CHECKPOINT_NAME, weights_only=False)["config"]["model"]
+    assert (saved["N"], saved["lmbda_min"], saved["lmbda_max"]) == (16, 0.0008, 0.8)
+
+    fixed = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "f"), "--N", "16", "--M", "16",
+                                      "--fixed-lambda", "0.01", "--steps", "1", *common])  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    refused = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "f"), "--resume", "--lambda-max", "1"])
+    assert refused.exit_code == 1 and "fixed-λ" in refused.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from .batch import DecodeTask, EncodeTask, code_files
 from .codec import DEFAULT_QUALITY, inspect, load_model
 from .errors import YotoError
 from .files import error_message, writable_format
-from .model import ModelConfig
+from .model import ModelConfig, load_weights
 from .ratecontrol import parse_size
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/train")
@@ -214,8 +215,8 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
 @click.option(
     "--resume",
     is_flag=True,
-    help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting and --max-minutes "
-    "may be changed.",
+    help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --max-minutes and "
+    "the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch, show_default=True)
 @click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True, help="Channels of the transforms.")
@@ -247,7 +248,7 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
     "--init-from",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Start a new run from a weights file (e.g. the shipped model).",
+    help="Start a new run from a weights file (e.g. the shipped model); its networks and λ range unless given.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
@@ -281,23 +282,31 @@ def train(
             raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
         # The run lives where it is now (a copied run directory must not write back into the original), and the
         # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
-        ctx = click.get_current_context()
-        changed = {
-            name: value
-            for name, value in (("lr", lr), ("lambda_weighting", lambda_weighting))
-            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-        }
+        changed = _given(lr=lr, lambda_weighting=lambda_weighting)
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
+        new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
+        if new_range and cfg.fixed_lambda is not None:
+            raise click.ClickException("a fixed-λ run has no λ range to change")
+        cfg = replace(cfg, model=replace(cfg.model, **new_range))
     else:
         if checkpoint.exists():
             raise click.ClickException(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
         if val_dir is None and DEFAULT_KODAK.is_dir():
             val_dir = DEFAULT_KODAK
         lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
+        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi)
+        if init_from and not fixed_lambda:  # by default a run continues the starting model's networks and λ range
+            try:
+                start = load_weights(init_from)[0].config
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+            model = replace(
+                start, **_model_fields(_given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max))
+            )
         cfg = training.TrainConfig(
             data=str(data),
             run_dir=str(run_dir),
-            model=ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi),
+            model=model,
             fixed_lambda=fixed_lambda,
             batch_size=batch_size,
             patch_size=patch_size,
@@ -316,6 +325,18 @@ def train(
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"stopped at step {final['step']}; checkpoint in {checkpoint}")
+
+
+def _given(**values: object) -> dict[str, object]:
+    """Those of the current command's options (by parameter name) that were given on the command line."""
+    ctx = click.get_current_context()
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+
+
+def _model_fields(options: dict[str, object]) -> dict[str, object]:
+    """Command-line option names → ModelConfig field names."""
+    names = {"lambda_min": "lmbda_min", "lambda_max": "lmbda_max"}
+    return {names.get(k, k): v for k, v in options.items()}
 
 
 @main.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,12 +42,17 @@ class ModelConfig:
         if not 0 < self.lmbda_min <= self.lmbda_max:
             raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
 
-    def normalise(self, lmbda: Tensor) -> Tensor:
-        """Map λ log-linearly onto [-1, 1] over the trained range (a single-λ model maps everything to 0)."""
+    def normalisation(self) -> tuple[float, float]:
+        """(a, b) of the map log λ ↦ a·log λ + b onto [-1, 1] over the trained range (a single-λ model: a = b = 0)."""
         lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
         if hi == lo:
-            return torch.zeros_like(lmbda)
-        return 2.0 * (torch.log(lmbda) - lo) / (hi - lo) - 1.0
+            return 0.0, 0.0
+        return 2.0 / (hi - lo), -2.0 * lo / (hi - lo) - 1.0
+
+    def normalise(self, lmbda: Tensor) -> Tensor:
+        """Map λ log-linearly onto [-1, 1] over the trained range (a single-λ model maps everything to 0)."""
+        a, b = self.normalisation()
+        return a * torch.log(lmbda) + b
 
 
 class FiLM(nn.Module):
@@ -123,6 +128,25 @@ class YotoHyperprior(CompressionModel):
     def embed(self, lmbda: Tensor) -> Tensor:
         """Conditioning embedding for a batch of λ values (shape ``(B,)``)."""
         return self.cond(self.config.normalise(lmbda)[:, None])
+
+    @torch.no_grad()
+    def set_lambda_range(self, lmbda_min: float, lmbda_max: float) -> None:
+        """Move the trained λ range to [lmbda_min, lmbda_max] without changing what the model computes.
+
+        The conditioning network sees log λ normalised over the range, so its first layer is re-parameterised to give
+        every λ the embedding it had before.  Training can then go on over a wider range from where it was (a fixed-λ
+        model becomes a conditional one that starts out the same at every λ).
+        """
+        new = replace(self.config, lmbda_min=lmbda_min, lmbda_max=lmbda_max)
+        (a_old, b_old), (a_new, b_new) = self.config.normalisation(), new.normalisation()
+        if a_new == 0 and a_old != 0:
+            raise ValueError("cannot narrow a λ-conditioned model to a single λ")
+        if a_new != 0:  # old input u = r·v + s in terms of the new input v
+            r = a_old / a_new
+            first = self.cond[0]
+            first.bias += first.weight[:, 0] * (b_old - r * b_new)
+            first.weight *= r
+        self.config = new
 
     def hyper_input(self, y: Tensor) -> Tensor:
         return y if self.config.arch == "mean-scale" else torch.abs(y)

@@ -128,6 +128,11 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _same_network(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether weights of ``a`` fit ``b``: the same networks, perhaps over another λ range."""
+    return replace(a, lmbda_min=b.lmbda_min, lmbda_max=b.lmbda_max) == b
+
+
 def _main_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
 
@@ -150,17 +155,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     ckpt_path = run_dir / CHECKPOINT_NAME
 
     torch.manual_seed(cfg.seed + rank)  # seeds the initial weights; a resumed run restores its saved state below
-    model = YotoHyperprior(cfg.model).to(device)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    init = load_weights(cfg.init_from)[0] if ckpt is None and cfg.init_from else None
+    if ckpt is not None:
+        if not _same_network(ModelConfig(**ckpt["config"]["model"]), cfg.model) or (
+            ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda
+        ):
+            raise ValueError(f"{ckpt_path} belongs to a run with another model or λ; use another --run-dir")
+        model = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
+        model.load_state_dict(ckpt["model"])
+    elif init is not None:
+        if not _same_network(init.config, cfg.model):
+            raise ValueError(f"{cfg.init_from} has configuration {init.config}, not {cfg.model}")
+        model = init.train()
+    else:
+        model = YotoHyperprior(cfg.model)
+    model.set_lambda_range(cfg.model.lmbda_min, cfg.model.lmbda_max)  # a resumed run may widen its range
+    model = model.to(device)
     main_parameters = _main_parameters(model)
     optimizer = torch.optim.Adam(main_parameters, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
     step, wall = 0, 0.0
     rng = np.random.default_rng([cfg.seed, rank])
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"]["model"] != asdict(cfg.model) or ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda:
-            raise ValueError(f"{ckpt_path} belongs to a run with another model or λ; use another --run-dir")
-        model.load_state_dict(ckpt["model"])
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         step, wall = ckpt["step"], ckpt["wall_seconds"]
@@ -170,12 +187,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             random.setstate(ckpt["python_rng"])
         else:  # other ranks' streams were not saved: derive fresh, distinct ones
             rng = np.random.default_rng([cfg.seed, rank, step])
-    elif cfg.init_from:
-        init, _ = load_weights(cfg.init_from)
-        if init.config != cfg.model:
-            raise ValueError(f"{cfg.init_from} has configuration {init.config}, not {cfg.model}")
-        model.load_state_dict(init.state_dict())
-        model.train()
 
     sampler = PatchSampler(cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main)
     val_images = []
