@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from yotocodec.cli import recipe_options
 from yotocodec.model import ModelConfig
 from yotocodec.train import CHECKPOINT_NAME, TrainConfig, export, train
 
@@ -49,15 +50,7 @@ def plan(base: TrainConfig, runs: Path, lambdas: list[float]) -> dict[str, Train
 @click.option("--steps", type=click.IntRange(min=1), required=True, help="Training steps of every model.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--count", type=click.IntRange(min=2), default=5, show_default=True, help="Number of per-λ models.")
-@click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch, show_default=True)
-@click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True)
-@click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True)
-@click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True)
-@click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--patch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--lambda-weighting", type=float, default=0.5, show_default=True, help="As in `yotocodec train`.")
+@recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(

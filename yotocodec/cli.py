@@ -198,6 +198,27 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
     run_reporting_errors(action)
 
 
+def recipe_options(command: Callable) -> Callable:
+    """The model and recipe options of `yotocodec train`, shared with the per-λ baselines benchmark."""
+    options = [
+        click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch,
+                     show_default=True),
+        click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True,
+                     help="Channels of the transforms."),
+        click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True, help="Channels of the latent y."),
+        click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True),
+        click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
+        click.option("--batch-size", type=int, default=8, show_default=True),
+        click.option("--patch-size", type=int, default=128, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--lambda-weighting", type=float, default=0.5, show_default=True,
+                     help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option(
     "--data",
@@ -218,22 +239,8 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --max-minutes and "
     "the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
-@click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch, show_default=True)
-@click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True, help="Channels of the transforms.")
-@click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True, help="Channels of the latent y.")
-@click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True)
-@click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True)
+@recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--patch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option(
-    "--lambda-weighting",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out.",
-)
 @click.option("--steps", type=int, default=300_000, show_default=True, help="Planned length (sets the lr decay).")
 @click.option("--max-minutes", type=float, default=None, help="Stop cleanly (checkpoint written) after this long.")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
