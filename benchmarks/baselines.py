@@ -4,7 +4,9 @@
 pipeline, one fixed-λ model per λ (log-spaced over the single model's range) and one loss-conditional model over the
 whole range, each for the same number of steps with the same architecture, data, patch and batch size, learning
 rate and schedule; then exports them to ``models/baselines/`` (``lambda-*.pt`` and ``single.pt``).  Interrupted runs
-continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  The exported
+continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  To use more
+cores, start the command more than once: each run directory is locked while one invocation trains it, so the others
+take the next free run instead (each exports what it trained).  The exported
 files are not committed (git ignores ``models/baselines/``): this command reproduces them.  Compare with::
 
     python -m benchmarks.rd --codecs model,baselines --model models/baselines/single.pt \\
@@ -13,8 +15,11 @@ files are not committed (git ignores ``models/baselines/``): this command reprod
 
 from __future__ import annotations
 
+import fcntl
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +47,19 @@ def plan(base: TrainConfig, runs: Path, lambdas: list[float]) -> dict[str, Train
         configs[f"lambda-{lmbda:g}"] = replace(base, run_dir=str(runs / f"lambda-{lmbda:g}"), model=model,
                                                fixed_lambda=lmbda)  # fmt: skip
     return configs
+
+
+@contextmanager
+def claim(run_dir: Path) -> Iterator[bool]:
+    """Whether this process may train the run: False while another invocation holds it (the lock dies with it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,20 +101,27 @@ def main(
     )
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else math.inf
     out.mkdir(parents=True, exist_ok=True)
+    busy = []
     for name, cfg in plan(base, runs, baseline_lambdas(lambda_min, lambda_max, count)).items():
         left = (deadline - time.monotonic()) / 60
         if left <= 0:
             click.echo(f"time is up before {name}: run the same command again to continue", err=True)
             return
-        try:
-            _, record = train(replace(cfg, max_minutes=None if math.isinf(left) else left))
-        except (ValueError, FileNotFoundError) as exc:
-            raise click.ClickException(f"{name}: {exc}") from None
-        if record["step"] < steps:
-            click.echo(f"{name} stopped at step {record['step']} of {steps}: run again to continue", err=True)
-            return
-        model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
+        with claim(Path(cfg.run_dir)) as mine:
+            if not mine:
+                busy.append(name)
+                continue
+            try:
+                _, record = train(replace(cfg, max_minutes=None if math.isinf(left) else left))
+            except (ValueError, FileNotFoundError) as exc:
+                raise click.ClickException(f"{name}: {exc}") from None
+            if record["step"] < steps:
+                click.echo(f"{name} stopped at step {record['step']} of {steps}: run again to continue", err=True)
+                return
+            model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
         click.echo(f"{name}: {steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
+    if busy:
+        click.echo(f"{', '.join(busy)}: in training by another invocation, which exports them", err=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from PIL import Image
 
 import yotocodec
 from benchmarks.anchors import load_anchors
-from benchmarks.baselines import baseline_lambdas
+from benchmarks.baselines import baseline_lambdas, claim
 from benchmarks.baselines import main as baselines_main
 from benchmarks.bd import bd_psnr, bd_rate, msssim_db
 from benchmarks.codecs import CODECS, measure
@@ -259,3 +259,21 @@ def test_baselines_train_matched_models_and_continue_when_rerun(tmp_path):
     again = CliRunner().invoke(baselines_main, args)  # everything is done: nothing retrains, ids stay
     assert again.exit_code == 0, again.output
     assert yotocodec.load_model(tmp_path / "out" / "single.pt").model_id == single.model_id
+
+
+def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic(160, 150, seed=0).save(data / "0.png")
+    args = ["--runs", str(tmp_path / "runs"), "--data", str(data), "--steps", "1", "--count", "2", "--N", "16",
+            "--M", "16", "--batch-size", "2", "--patch-size", "64", "--out", str(tmp_path / "out")]  # fmt: skip
+    with claim(tmp_path / "runs" / "lambda-0.2") as mine:  # as if another process were training it
+        assert mine
+        run = CliRunner().invoke(baselines_main, args)
+    assert run.exit_code == 0, run.output
+    assert "lambda-0.2: in training by another invocation" in run.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lambda-0.0015.pt", "single.pt"]
+    assert not (tmp_path / "runs" / "lambda-0.2" / "checkpoint.pt").exists()
+    run = CliRunner().invoke(baselines_main, args)  # the lock went with its holder
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "out" / "lambda-0.2.pt").exists()
