@@ -131,14 +131,20 @@ def run_classic(keys: list[str], image_set: images_mod.ImageSet, quick: bool, jo
     }
 
 
-def measure_learned(model: Any, array: np.ndarray, quality: float, effort: int = 0) -> dict:
-    """One RD point of a yotocodec model through the public API: real file size, decoded pixels, codec seconds."""
+def measure_learned(
+    model: Any, array: np.ndarray, quality: float | None, effort: int = 0, lmbda: float | None = None
+) -> dict:
+    """One RD point of a yotocodec model through the public API: real file size, decoded pixels, codec seconds.
+
+    The point's setting is ``lmbda`` when given (it then overrides the quality), else the quality.
+    """
     image = Image.fromarray(array, "RGB")
     start = time.perf_counter()
-    data = yotocodec.encode(image, quality, model=model, effort=effort)
+    data = yotocodec.encode(image, quality, lmbda=lmbda, model=model, effort=effort)
     encoded = time.perf_counter()
     decoded = np.array(yotocodec.decode(data, model=model).convert("RGB"))
-    return rd_point(quality, len(data), array, decoded, encoded - start, time.perf_counter() - encoded)
+    setting = quality if lmbda is None else lmbda
+    return rd_point(setting, len(data), array, decoded, encoded - start, time.perf_counter() - encoded)
 
 
 def warm_up(model: Any, image_set: images_mod.ImageSet) -> None:
@@ -171,20 +177,26 @@ def run_model(
     }
 
 
-def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet) -> dict:
-    """One point per per-λ model (quality is irrelevant to them), labelled by its λ: together a per-λ curve."""
+def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet, single: Any = None) -> dict:
+    """One point per per-λ model (quality is irrelevant to them), labelled by its λ: together a per-λ curve.
+
+    With the ``single`` model, also that model at each baseline's λ: the per-point comparison at equal λ.
+    """
     per_image: dict[str, list[dict]] = {name: [] for name in image_set.names}
+    at_lambda: dict[str, list[dict]] = {name: [] for name in image_set.names}
     models = []
     with tqdm(total=len(loaded) * len(image_set.names), desc="per-λ baselines", unit="image") as bar:
         for path, model in loaded.items():
             lmbda = model.config.lmbda_min
-            models.append({"path": str(path), "model_id": model.model_id, "lmbda": lmbda})
+            models.append({"path": str(path), "model_id": model.model_id, "lmbda": lmbda, "meta": model.meta})
             warm_up(model, image_set)
             for name, array in zip(image_set.names, image_set.arrays, strict=True):
                 point = measure_learned(model, array, BASELINE_QUALITY)
                 per_image[name].append({**point, "setting": lmbda})
+                if single is not None and single.config.lmbda_min <= lmbda <= single.config.lmbda_max:
+                    at_lambda[name].append(measure_learned(single, array, None, lmbda=lmbda))
                 bar.update()
-    return {
+    entry = {
         "label": "yotocodec, per-λ models",
         "kind": "learned per-λ",
         "parameter": "λ",
@@ -193,6 +205,9 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet) -> di
         "models": models,
         "per_image": per_image,
     }
+    if single is not None:
+        entry["single_at_lambda"] = {"model_id": single.model_id, "meta": single.meta, "per_image": at_lambda}
+    return entry
 
 
 def finite_json(value: object) -> object:
@@ -399,7 +414,7 @@ def main(
         measured["model"] = run_model(model, model_path, image_set, qualities)
     if "baselines" in keys:
         if loaded_baselines:
-            measured["baselines"] = run_baselines(loaded_baselines, image_set)
+            measured["baselines"] = run_baselines(loaded_baselines, image_set, model)
         else:
             notes.append("per-λ baselines left out: no weights files (--baselines)")
 

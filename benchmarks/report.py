@@ -126,6 +126,8 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
     )
     if "model" in codecs:
         lines += _model_section(codecs["model"])
+    if "baselines" in codecs:
+        lines += _baselines_section(codecs)
     if anchors and any(ref in codecs for ref in REFERENCES):
         labels = {a.key: a.label for a in anchors}
         lines += [
@@ -164,6 +166,62 @@ def _model_section(entry: dict) -> list[str]:
         lines.append(
             f"| {r['setting']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['ms_ssim_db']:.2f} | "
             f"{r['enc_s']:.3f} | {r['dec_s']:.3f} |"
+        )
+    return lines
+
+
+def rd_cost(point: dict) -> float:
+    """λ·255²·MSE + bpp at a point whose setting is λ: the loss both kinds of model were trained to minimise."""
+    return point["setting"] * 255**2 * 10 ** (-point["psnr"] / 10) + point["bpp"]
+
+
+def _mean_cost(per_image: dict[str, list[dict]], lmbda: float) -> float:
+    return float(np.mean([rd_cost(p) for points in per_image.values() for p in points if p["setting"] == lmbda]))
+
+
+def _budget(meta: dict) -> str:
+    if "steps" not in meta:
+        return "budget not recorded"
+    return f"{meta['steps']:,} steps of batch {meta['batch_size']} × {meta['patch_size']}², {meta['train_hours']:g} h"
+
+
+def _baselines_section(codecs: dict) -> list[str]:
+    """The single model against the per-λ curve: BD over the curves and the difference at each baseline's λ."""
+    baselines = codecs["baselines"]
+    lines = ["", "## Single model against the per-λ models", ""]
+    lines += [f"- per-λ model λ = {m['lmbda']:g}: `{m['model_id']}`, {_budget(m.get('meta', {}))}"
+              for m in baselines["models"]]  # fmt: skip
+    if "model" in codecs:
+        single = codecs["model"]
+        lines.append(f"- single model `{single['model_id']}` (λ {single['lmbda_min']:g}–{single['lmbda_max']:g})")
+        rate = {m: bd_rate(*curve(baselines, m), *curve(single, m)) for m in METRICS}
+        gain = bd_psnr(*curve(baselines, "psnr"), *curve(single, "psnr"))
+        lines += [
+            "",
+            f"BD-rate of the single model against the per-λ curve: {_cell('bd_rate_psnr', _nan_to_none(rate['psnr']))} "
+            f"(PSNR), {_cell('bd_rate_msssim', _nan_to_none(rate['ms_ssim_db']))} (MS-SSIM); BD-PSNR "
+            f"{_cell('bd_psnr', _nan_to_none(gain))} (negative rate or positive dB: the single model is better).",
+        ]
+    paired = baselines.get("single_at_lambda")
+    if not paired or ("model" in codecs and paired["model_id"] != codecs["model"]["model_id"]):
+        return lines
+    lines += [
+        "",
+        f"At each baseline's own λ, the single model `{paired['model_id']}` encoded with that λ (means over images; "
+        "J = λ·255²·MSE + bpp, the training loss, per image then averaged; Δ = single − per-λ):",
+        "",
+        "| λ | per-λ bpp | per-λ PSNR | single bpp | single PSNR | Δ bpp | Δ PSNR | per-λ J | single J | Δ J |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    own = {row["setting"]: row for row in baselines["mean"]}
+    theirs = {row["setting"]: row for row in average(paired["per_image"])}
+    for lmbda in sorted(set(own) & set(theirs)):
+        a, b = own[lmbda], theirs[lmbda]
+        j_own, j_single = (_mean_cost(per_image, lmbda) for per_image in (baselines["per_image"], paired["per_image"]))
+        lines.append(
+            f"| {lmbda:g} | {a['bpp']:.4f} | {a['psnr']:.2f} | {b['bpp']:.4f} | {b['psnr']:.2f} | "
+            f"{100 * (b['bpp'] / a['bpp'] - 1):+.1f} % | {b['psnr'] - a['psnr']:+.2f} dB | {j_own:.4f} | "
+            f"{j_single:.4f} | {100 * (j_single / j_own - 1):+.1f} % |"
         )
     return lines
 

@@ -22,6 +22,7 @@ from benchmarks.bd import bd_psnr, bd_rate, msssim_db
 from benchmarks.codecs import CODECS, measure
 from benchmarks.images import sample_images
 from benchmarks.rd import main
+from benchmarks.report import rd_cost
 from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,28 @@ def test_codecs_option_merges_and_the_pool_matches_in_process(quick, tmp_path):
     assert after["codecs"]["jpeg420"] == before["codecs"]["jpeg420"]
     expected = measure("jpeg444", sample_images().arrays[0], CODECS["jpeg444"].quick_sweep)
     assert [p["bpp"] for p in after["codecs"]["jpeg444"]["per_image"]["astronaut.png"]] == [p["bpp"] for p in expected]
+
+
+def test_single_model_is_compared_with_each_baseline_at_its_own_lambda(quick, tmp_path):
+    images, _ = quick
+    save_weights(YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.003, lmbda_max=0.01)), tmp_path / "single.pt")
+    for lmbda in (0.01, 0.003, 0.05):  # 0.05 lies outside the single model's range: no paired point there
+        save_weights(YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=lmbda, lmbda_max=lmbda)),
+                     tmp_path / f"lambda-{lmbda}.pt")  # fmt: skip
+    out = tmp_path / "out"
+    run = _run("--quick", "--images", str(images), "--out", str(out), "--codecs", "model,baselines", "--model",
+               str(tmp_path / "single.pt"), "--baselines", str(tmp_path / "lambda-*.pt"))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    entry = json.loads((out / "rd.json").read_text())["codecs"]["baselines"]
+    paired = entry["single_at_lambda"]
+    assert paired["model_id"] == yotocodec.load_model(tmp_path / "single.pt").model_id
+    assert all([p["setting"] for p in points] == [0.003, 0.01] for points in paired["per_image"].values())
+    summary = (out / "summary.md").read_text()
+    assert "BD-rate of the single model against the per-λ curve" in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| 0.0")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 0.003", "| 0.01"]
+    own = next(p for p in entry["per_image"]["astronaut.png"] if p["setting"] == 0.01)
+    assert rd_cost(own) == pytest.approx(0.01 * 255**2 * 10 ** (-own["psnr"] / 10) + own["bpp"])
 
 
 def _run_module(module: str, *args: str) -> subprocess.CompletedProcess:
