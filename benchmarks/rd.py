@@ -152,6 +152,12 @@ def warm_up(model: Any, image_set: images_mod.ImageSet) -> None:
     measure_learned(model, images_mod.center_crop(image_set.arrays[0], 64), 50.0)
 
 
+def _steps(metas: list[dict]) -> str:
+    """' (N steps)' for a label, when the weights files record one common training length."""
+    steps = {meta.get("steps") for meta in metas}
+    return f" ({steps.pop():,} steps)" if len(steps) == 1 and None not in steps else ""
+
+
 def run_model(
     model: Any, model_path: Path | None, image_set: images_mod.ImageSet, qualities: tuple[float, ...]
 ) -> dict:
@@ -165,7 +171,7 @@ def run_model(
                 per_image[name].append(measure_learned(model, array, quality))
                 bar.update()
     return {
-        "label": f"yotocodec, single model {model.model_id}",
+        "label": f"yotocodec, single model {model.model_id}{_steps([model.meta])}",
         "kind": "learned",
         "parameter": "quality",
         "settings": f"λ {model.config.lmbda_min:g}–{model.config.lmbda_max:g} mapped log-linearly onto quality",
@@ -197,7 +203,7 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet, singl
                     at_lambda[name].append(measure_learned(single, array, None, lmbda=lmbda))
                 bar.update()
     entry = {
-        "label": "yotocodec, per-λ models",
+        "label": f"yotocodec, per-λ models{_steps([m['meta'] for m in models])}",
         "kind": "learned per-λ",
         "parameter": "λ",
         "settings": f"one weights file per λ, encoded at quality {BASELINE_QUALITY:g} (ignored)",
