@@ -345,7 +345,8 @@ def load_images(
     "model_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Weights of the single variable-rate model (default: the shipped model).",
+    help="Weights of the single variable-rate model (default: the shipped model); the per-λ baselines are paired "
+    "with it at their own λ.",
 )
 @click.option(
     "--baselines", multiple=True, help="Per-λ weights files: a file, a folder of *.pt or a quoted glob; repeatable."
@@ -395,7 +396,7 @@ def main(
     merged = _previous(results_path, image_set.fingerprint)  # fail before measuring, not after
 
     model = None  # load the learned codecs first: a bad weights file should fail before the long classic sweeps
-    if "model" in keys:
+    if "model" in keys or "baselines" in keys:  # the baselines are also paired with the single model at their λ
         try:
             model = yotocodec.load_model(model_path)
         except yotocodec.YotoError as exc:
@@ -415,7 +416,7 @@ def main(
         else:
             classic.append(key)
     measured = run_classic(classic, image_set, quick, jobs, threads)
-    if model is not None:
+    if model is not None and "model" in keys:
         qualities = QUICK_MODEL_QUALITIES if quick else MODEL_QUALITIES
         measured["model"] = run_model(model, model_path, image_set, qualities)
     if "baselines" in keys:
