@@ -121,7 +121,7 @@ def main(
             model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
         click.echo(f"{name}: {steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
     if busy:
-        click.echo(f"{', '.join(busy)}: in training by another invocation, which exports them", err=True)
+        click.echo(f"{', '.join(busy)}: being trained by another invocation when reached (it exports them)", err=True)
 
 
 if __name__ == "__main__":

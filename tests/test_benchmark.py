@@ -295,7 +295,7 @@ def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path)
         assert mine
         run = CliRunner().invoke(baselines_main, args)
     assert run.exit_code == 0, run.output
-    assert "lambda-0.2: in training by another invocation" in run.output
+    assert "lambda-0.2: being trained by another invocation when reached" in run.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lambda-0.0015.pt", "single.pt"]
     assert not (tmp_path / "runs" / "lambda-0.2" / "checkpoint.pt").exists()
     run = CliRunner().invoke(baselines_main, args)  # the lock went with its holder
