@@ -153,6 +153,30 @@ def test_effort_lowers_the_real_rate_distortion_cost(model, photo):
     assert yotocodec.inspect(refined, model=model).quality == yotocodec.inspect(plain, model=model).quality
 
 
+def test_more_effort_is_never_worse(model, photo):
+    """Each effort level continues the previous one's steps and keeps the best latent by the real quantised loss."""
+    import torch
+
+    from yotocodec.codec import _embedding, code_for, lambda_from_code
+    from yotocodec.refine import _float32_twin, rd_loss, refine_latent
+    from yotocodec.tiling import analysis
+
+    pixels = np.asarray(photo.crop((64, 64, 192, 192)))
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].double() / 255
+    code = code_for(model, 30)
+    emb, lmbda = _embedding(model, code), lambda_from_code(model, code)
+    y = analysis(model, pixels, emb)
+
+    def real_loss(effort: int) -> float:
+        torch.manual_seed(0)  # the same noise draws, so a higher level retraces the lower one's steps
+        latent = refine_latent(model, x, y, emb, lmbda, effort)
+        with torch.no_grad():
+            return float(rd_loss(_float32_twin(model), x.float(), latent.float(), emb.float(), lmbda, 128 * 128, False))
+
+    losses = [real_loss(effort) for effort in (0, 1, 2)]
+    assert losses[2] <= losses[1] < losses[0]
+
+
 def test_effort_out_of_range(model):
     with pytest.raises(yotocodec.YotoError, match="effort must be an integer from 0 to 3"):
         yotocodec.encode(synthetic(8, 8), 50, model=model, effort=4)

@@ -265,3 +265,38 @@ def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
     assert fixed.exit_code == 0, fixed.output
     refused = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "f"), "--resume", "--lambda-max", "1"])
     assert refused.exit_code == 1 and "fixed-λ" in refused.output
+
+
+def test_weight_average_is_kept_resumed_validated_and_exported(image_dir, tmp_path):
+    """--ema-decay: after each step average ← d·average + (1 − d)·weights; it survives resume and `export --ema`."""
+    ckpt = tmp_path / CHECKPOINT_NAME
+    train(tiny_config(image_dir, tmp_path, steps=1, val_every=2), progress=False)
+    start = torch.load(ckpt, weights_only=False)
+    assert "ema" not in start  # off by default
+    plain = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "x.pt"), "--ema"])
+    assert plain.exit_code == 1 and "no weight average" in plain.output and not (tmp_path / "x.pt").exists()
+
+    train(config_from_checkpoint(ckpt, ema_decay=0.75, steps=2), progress=False)  # switched on in a resumed run
+    after = torch.load(ckpt, weights_only=False)
+    names = dict(YotoHyperprior(TINY).named_parameters())
+    for name in names:  # started from the step-1 weights, then one step of averaging
+        expected = 0.75 * start["model"][name] + 0.25 * after["model"][name]
+        assert torch.allclose(after["ema"][name], expected, atol=1e-6), name
+    assert not torch.equal(after["ema"]["g_a.0.weight"], after["model"]["g_a.0.weight"])
+    records = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert [len(r["val_ema"]) for r in records if "val_ema" in r] == [3]  # validated alongside the weights
+
+    train(config_from_checkpoint(ckpt, steps=3), progress=False)
+    final = torch.load(ckpt, weights_only=False)
+    weight = "g_s.1.weight"
+    expected = 0.75 * after["ema"][weight] + 0.25 * final["model"][weight]  # continued from the saved average
+    assert torch.allclose(final["ema"][weight], expected, atol=1e-6)
+
+    out = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "e.pt"), "--ema"])
+    assert out.exit_code == 0, out.output
+    model = yotocodec.load_model(tmp_path / "e.pt")
+    assert model.meta["ema_decay"] == 0.75
+    assert torch.allclose(model.state_dict()[weight].float(), final["ema"][weight].half().float())
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--ema-decay", "0.5"])
+    assert run.exit_code == 0, run.output  # the decay may be changed for the rest of a run
+    assert torch.load(ckpt, weights_only=False)["config"]["ema_decay"] == 0.5

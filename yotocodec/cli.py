@@ -236,8 +236,8 @@ def recipe_options(command: Callable) -> Callable:
 @click.option(
     "--resume",
     is_flag=True,
-    help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --max-minutes and "
-    "the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
+    "--max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
@@ -256,6 +256,13 @@ def recipe_options(command: Callable) -> Callable:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     help="Start a new run from a weights file (e.g. the shipped model); its networks and λ range unless given.",
+)
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Also keep a moving average of the weights (e.g. 0.999; 0: off), validated alongside; `export --ema`.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
@@ -278,6 +285,7 @@ def train(
     val_dir: Path | None,
     val_every: int,
     init_from: Path | None,
+    ema_decay: float,
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
@@ -289,7 +297,7 @@ def train(
             raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
         # The run lives where it is now (a copied run directory must not write back into the original), and the
         # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
-        changed = _given(lr=lr, lambda_weighting=lambda_weighting)
+        changed = _given(lr=lr, lambda_weighting=lambda_weighting, ema_decay=ema_decay)
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
         new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
         if new_range and cfg.fixed_lambda is not None:
@@ -325,6 +333,7 @@ def train(
             val_dir=str(val_dir) if val_dir else None,
             val_every=val_every,
             init_from=str(init_from) if init_from else None,
+            ema_decay=ema_decay,
             seed=seed,
         )
     try:
@@ -350,9 +359,13 @@ def _model_fields(options: dict[str, object]) -> dict[str, object]:
 @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--provisional", is_flag=True, help="Mark an early checkpoint shipped before it meets its quality bar.")
-def export(checkpoint: Path, output: Path, provisional: bool) -> None:
+@click.option("--ema", is_flag=True, help="Export the run's moving average of the weights (train --ema-decay).")
+def export(checkpoint: Path, output: Path, provisional: bool, ema: bool) -> None:
     """Write a shippable weights file (model only, float16 parameters) from a training checkpoint."""
     from .train import export as export_weights
 
-    model_id = export_weights(checkpoint, output, provisional)
+    try:
+        model_id = export_weights(checkpoint, output, provisional, ema=ema)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {output} (model id {model_id}, {output.stat().st_size / 1e6:.1f} MB)")

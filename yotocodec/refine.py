@@ -20,6 +20,7 @@ from .model import YotoHyperprior
 EFFORT_STEPS = (0, 10, 30, 100)  # gradient steps per effort level 0–3
 MAX_EFFORT_PIXELS = 2_000_000  # gradients through g_s need the whole image's activations in memory
 LEARNING_RATE = 0.01
+CHECK_EVERY = 5  # steps between checks of the real loss (a check costs about a third of a step)
 
 
 def refine_latent(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lmbda: float, effort: int) -> Tensor:
@@ -33,17 +34,22 @@ def refine_latent(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lm
     num_pixels = image.shape[-2] * image.shape[-1]
     with torch.inference_mode(False), torch.enable_grad():  # the codec runs in inference mode: leave it here
         net32 = _float32_twin(net)
-        image, emb32, y0 = image.float(), emb.float().clone(), y.float().clone()
+        image, emb32, y0 = image.float(), emb.detach().float().clone(), y.detach().float().clone()
         latent = y0.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([latent], lr=LEARNING_RATE)
-        for _ in range(EFFORT_STEPS[effort]):
+        best, best_loss = y, float(rd_loss(net32, image, y0, emb32, lmbda, num_pixels, noise=False))
+        for step in range(1, EFFORT_STEPS[effort] + 1):
             optimizer.zero_grad()
             rd_loss(net32, image, latent, emb32, lmbda, num_pixels, noise=True).backward()
             optimizer.step()
-        with torch.no_grad():  # the relaxed loss can mislead: keep the refined latent only if it really is better
-            before = rd_loss(net32, image, y0, emb32, lmbda, num_pixels, noise=False)
-            after = rd_loss(net32, image, latent, emb32, lmbda, num_pixels, noise=False)
-    return latent.detach().to(y.dtype) if after < before else y
+            if step % CHECK_EVERY == 0 or step == EFFORT_STEPS[effort]:
+                # The relaxed loss can mislead and a constant step size can wander off a good latent: keep the
+                # latent with the lowest real (hard-quantised) loss seen, so more effort is never worse.
+                with torch.no_grad():
+                    loss = float(rd_loss(net32, image, latent, emb32, lmbda, num_pixels, noise=False))
+                if loss < best_loss:
+                    best, best_loss = latent.detach().to(y.dtype), loss
+    return best
 
 
 @lru_cache(maxsize=2)

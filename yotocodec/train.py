@@ -57,6 +57,7 @@ class TrainConfig:
     val_images: int = 24
     max_minutes: float | None = None
     init_from: str | None = None  # start a new run from a weights file (e.g. the shipped model)
+    ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (see _average_into)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -172,6 +173,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         model = YotoHyperprior(cfg.model)
     model.set_lambda_range(cfg.model.lmbda_min, cfg.model.lmbda_max)  # a resumed run may widen its range
     model = model.to(device)
+    ema = None
+    if cfg.ema_decay:
+        ema = _ema_model(model, ckpt).to(device) if is_main else None
     main_parameters = _main_parameters(model)
     optimizer = torch.optim.Adam(main_parameters, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
@@ -210,6 +214,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 "step": step,
                 "wall_seconds": wall,
                 "numpy_rng": rng.bit_generator.state,
@@ -252,6 +257,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
                     dist.all_reduce(p.grad)
                     p.grad /= world
             aux_optimizer.step()
+            if ema is not None:
+                _average_into(ema, model, cfg.ema_decay)
 
             step += 1
             wall += time.monotonic() - t0
@@ -269,17 +276,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
                 sums = dict.fromkeys(sums, 0.0)
                 count = 0
             if val_images and step % cfg.val_every == 0:
-                val = {
-                    "step": step,
-                    "wall_seconds": round(wall, 1),
-                    "val": validate(model, val_images, val_lambdas, device),
-                }
+                val = {"step": step, "wall_seconds": round(wall, 1)}
+                for key, net_ in (("val", model), ("val_ema", ema)):
+                    if net_ is None:
+                        continue
+                    val[key] = validate(net_, val_images, val_lambdas, device)
+                    bar.write(
+                        f"{key} "
+                        + ", ".join(f"λ={v['lmbda']:.4g}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for v in val[key])
+                    )
                 log.write(json.dumps(val) + "\n")
                 log.flush()
-                bar.write(
-                    "validation "
-                    + ", ".join(f"λ={v['lmbda']:.4g}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for v in val["val"])
-                )
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 save_checkpoint()
                 last_ckpt = time.monotonic()
@@ -290,6 +297,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         if log:
             log.close()
     return model, record | {"step": step}
+
+
+def _ema_model(model: YotoHyperprior, ckpt: dict | None) -> YotoHyperprior:
+    """The run's weight average: restored from the checkpoint, else started from the current weights."""
+    if ckpt is None or "ema" not in ckpt:
+        ema = YotoHyperprior(model.config)
+        ema.load_state_dict(model.state_dict())
+    else:
+        ema = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
+        ema.load_state_dict(ckpt["ema"])
+        ema.set_lambda_range(model.config.lmbda_min, model.config.lmbda_max)
+    return ema.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _average_into(ema: YotoHyperprior, model: YotoHyperprior, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·weights, after every step.
+
+    An average over the last ~1/(1 − decay) steps removes much of the noise that a constant learning rate leaves in
+    the weights, which otherwise only an anneal of the learning rate removes, and the run can go on at full rate.
+    """
+    for average, current in zip(ema.parameters(), model.parameters(), strict=True):
+        average.lerp_(current, 1 - decay)
 
 
 def _stop_cleanly_on_signals() -> None:
@@ -305,15 +335,18 @@ def _stop_cleanly_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def export(checkpoint: str | Path, output: str | Path, provisional: bool = False) -> str:
+def export(checkpoint: str | Path, output: str | Path, provisional: bool = False, ema: bool = False) -> str:
     """Write the shipped weights file (model only, CDF tables built) from a training checkpoint; returns the id.
 
-    ``provisional`` marks an early checkpoint shipped before the model meets its quality bar (shown by ``info``).
+    ``provisional`` marks an early checkpoint shipped before the model meets its quality bar (shown by ``info``);
+    ``ema`` exports the run's weight average (``ema_decay``) instead of its current weights.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = ckpt["config"]
     model = YotoHyperprior(ModelConfig(**cfg["model"]))
-    model.load_state_dict(ckpt["model"])
+    if ema and "ema" not in ckpt:
+        raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
+    model.load_state_dict(ckpt["ema" if ema else "model"])
     model.eval()
     meta = {
         "steps": ckpt["step"],
@@ -322,6 +355,7 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
         "batch_size": cfg["batch_size"],
         "patch_size": cfg["patch_size"],
         "provisional": provisional,
+        **({"ema_decay": cfg["ema_decay"]} if ema else {}),
     }
     return save_weights(model, output, meta)
 
