@@ -37,7 +37,8 @@ def refine_latent(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lm
         image, emb32, y0 = image.float(), emb.detach().float().clone(), y.detach().float().clone()
         latent = y0.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([latent], lr=LEARNING_RATE)
-        best, best_loss = y, float(rd_loss(net32, image, y0, emb32, lmbda, num_pixels, noise=False))
+        with torch.no_grad():
+            best, best_loss = y, float(rd_loss(net32, image, y0, emb32, lmbda, num_pixels, noise=False))
         for step in range(1, EFFORT_STEPS[effort] + 1):
             optimizer.zero_grad()
             rd_loss(net32, image, latent, emb32, lmbda, num_pixels, noise=True).backward()
@@ -48,7 +49,7 @@ def refine_latent(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lm
                 with torch.no_grad():
                     loss = float(rd_loss(net32, image, latent, emb32, lmbda, num_pixels, noise=False))
                 if loss < best_loss:
-                    best, best_loss = latent.detach().to(y.dtype), loss
+                    best, best_loss = latent.detach().to(y.dtype, copy=True), loss  # not a view of `latent`
     return best
 
 
