@@ -162,7 +162,7 @@ def test_more_effort_is_never_worse(model, photo):
     from yotocodec.tiling import analysis
 
     pixels = np.array(photo.crop((64, 64, 192, 192)))
-    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].double() / 255
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].double() / 255
     code = code_for(model, 30)
     emb, lmbda = _embedding(model, code), lambda_from_code(model, code)
     y = analysis(model, pixels, emb)

@@ -173,9 +173,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         model = YotoHyperprior(cfg.model)
     model.set_lambda_range(cfg.model.lmbda_min, cfg.model.lmbda_max)  # a resumed run may widen its range
     model = model.to(device)
-    ema = None
-    if cfg.ema_decay:
-        ema = _ema_model(model, ckpt).to(device) if is_main else None
+    ema = _ema_model(model, ckpt).to(device) if cfg.ema_decay and is_main else None
     main_parameters = _main_parameters(model)
     optimizer = torch.optim.Adam(main_parameters, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
@@ -342,10 +340,10 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
     ``ema`` exports the run's weight average (``ema_decay``) instead of its current weights.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = ckpt["config"]
-    model = YotoHyperprior(ModelConfig(**cfg["model"]))
     if ema and "ema" not in ckpt:
         raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
+    cfg = ckpt["config"]
+    model = YotoHyperprior(ModelConfig(**cfg["model"]))
     model.load_state_dict(ckpt["ema" if ema else "model"])
     model.eval()
     meta = {
