@@ -234,6 +234,44 @@ def test_moving_the_lambda_range_keeps_what_the_model_computes():
     assert torch.allclose(fixed.embed(torch.tensor([0.001, 0.01, 0.1])), one.expand(3, -1), atol=1e-6)
 
 
+def test_ste_decoder_input_is_the_rounded_latent_and_the_rate_keeps_the_noise():
+    torch.manual_seed(0)
+    model = YotoHyperprior(TINY).train()
+    x, lmbda = torch.rand(2, 3, 64, 64), torch.tensor([0.002, 0.2])
+    torch.manual_seed(1)
+    noisy = model(x, lmbda)
+    torch.manual_seed(1)
+    ste = model(x, lmbda, ste=True)
+    torch.manual_seed(1)  # the same draw of the hyper-latent's noise, then the decoder input by hand
+    emb = model.embed(lmbda)
+    y = model.g_a(x, emb)
+    z_hat, _ = model.entropy_bottleneck(model.h_a(model.hyper_input(y), emb))
+    _, means = model.gaussian_params(z_hat, emb)
+    expected = model.g_s(torch.round(y - means) + means, emb)
+    assert torch.allclose(ste["x_hat"], expected, atol=1e-6)
+    assert not torch.allclose(ste["x_hat"], noisy["x_hat"], atol=1e-4)
+    for key in ("y", "z"):
+        assert torch.equal(ste["likelihoods"][key], noisy["likelihoods"][key])
+    ((ste["x_hat"] - x) ** 2).mean().backward()  # the distortion still trains the analysis transform
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_a.parameters())
+    model.eval()
+    assert torch.equal(model(x, lmbda, ste=True)["x_hat"], model(x, lmbda)["x_hat"])  # inference always rounds
+
+
+def test_a_run_trains_with_the_ste_decoder_input_and_can_switch_back_on_resume(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64"]
+    first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",
+                                      "--decoder-quantizer", "ste", *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (saved["step"], saved["config"]["decoder_quantizer"]) == (2, "ste")
+    log = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert log and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--decoder-quantizer", "noise"])
+    assert run.exit_code == 0, run.output
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["config"]["decoder_quantizer"] == "noise"
+
+
 def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
     common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--val-dir", str(image_dir)]
     first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",

@@ -237,7 +237,7 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
@@ -264,6 +264,13 @@ def recipe_options(command: Callable) -> Callable:
     show_default=True,
     help="Also keep a moving average of the weights (e.g. 0.999; 0: off), validated alongside; `export --ema`.",
 )
+@click.option(
+    "--decoder-quantizer",
+    type=click.Choice(["noise", "ste"]),
+    default="noise",
+    show_default=True,
+    help="What the synthesis transform trains on: the noisy latent, or the rounded one (straight-through).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data: Path,
@@ -286,6 +293,7 @@ def train(
     val_every: int,
     init_from: Path | None,
     ema_decay: float,
+    decoder_quantizer: str,
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
@@ -297,7 +305,9 @@ def train(
             raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
         # The run lives where it is now (a copied run directory must not write back into the original), and the
         # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
-        changed = _given(lr=lr, lambda_weighting=lambda_weighting, ema_decay=ema_decay)
+        changed = _given(
+            lr=lr, lambda_weighting=lambda_weighting, ema_decay=ema_decay, decoder_quantizer=decoder_quantizer
+        )
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
         new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
         if new_range and cfg.fixed_lambda is not None:
@@ -334,6 +344,7 @@ def train(
             val_every=val_every,
             init_from=str(init_from) if init_from else None,
             ema_decay=ema_decay,
+            decoder_quantizer=decoder_quantizer,
             seed=seed,
         )
     try:

@@ -18,6 +18,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 WEIGHTS_FORMAT = "yotocodec-weights"
@@ -158,13 +159,20 @@ class YotoHyperprior(CompressionModel):
             return scales, means
         return params, None
 
-    def forward(self, x: Tensor, lmbda: Tensor) -> dict:
-        """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation."""
+    def forward(self, x: Tensor, lmbda: Tensor, ste: bool = False) -> dict:
+        """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation.
+
+        With ``ste`` the synthesis transform is trained on the latent it will really decode — rounded around the
+        predicted means, gradients passed straight through — while the rate keeps the noise relaxation
+        ("mixed quantisation", Minnen & Singh 2020).
+        """
         emb = self.embed(lmbda)
         y = self.g_a(x, emb)
         z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(self.hyper_input(y), emb))
         scales, means = self.gaussian_params(z_hat, emb)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        if ste and self.training:
+            y_hat = quantize_ste(y) if means is None else quantize_ste(y - means) + means
         return {"x_hat": self.g_s(y_hat, emb), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def compress_latent(self, y: Tensor, emb: Tensor) -> tuple[list[bytes], tuple[int, int]]:

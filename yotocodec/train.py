@@ -58,6 +58,7 @@ class TrainConfig:
     max_minutes: float | None = None
     init_from: str | None = None  # start a new run from a weights file (e.g. the shipped model)
     ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (see _average_into)
+    decoder_quantizer: str = "noise"  # "ste": g_s trains on the rounded latent (YotoHyperprior.forward)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
 
-            out = net(x, lmbda)
+            out = net(x, lmbda, ste=cfg.decoder_quantizer == "ste")
             mse = mse_per_example(x, out["x_hat"])
             bpp = bpp_from_likelihoods(out["likelihoods"], x.shape[-2] * x.shape[-1])
             loss = (loss_weights(cfg, lmbda) * (lmbda * 255**2 * mse + bpp)).mean()
