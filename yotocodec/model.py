@@ -18,7 +18,6 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
-from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 WEIGHTS_FORMAT = "yotocodec-weights"
@@ -172,8 +171,12 @@ class YotoHyperprior(CompressionModel):
         scales, means = self.gaussian_params(z_hat, emb)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         if ste and self.training:
-            y_hat = quantize_ste(y) if means is None else quantize_ste(y - means) + means
+            y_hat = self.straight_through_latent(y, means)
         return {"x_hat": self.g_s(y_hat, emb), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def straight_through_latent(self, y: Tensor, means: Tensor | None) -> Tensor:
+        """``y`` rounded around ``means`` as the decoder will see it; the gradient passes straight through to ``y``."""
+        return y + (self.gaussian_conditional.quantize(y, "dequantize", means) - y).detach()
 
     def compress_latent(self, y: Tensor, emb: Tensor) -> tuple[list[bytes], tuple[int, int]]:
         """Entropy-code one latent ``y`` (from ``g_a``) into its rANS strings [y, z] and the shape of ``z``.

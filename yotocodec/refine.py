@@ -69,8 +69,6 @@ def rd_loss(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lmbda: f
         z_hat = z + (z_hat - z).detach()
     scales, means = net.gaussian_params(z_hat, emb)
     _, y_likelihoods = net.gaussian_conditional(y, scales, means=means, training=noise)
-    y_hat = net.gaussian_conditional.quantize(y, "dequantize", means)
-    y_hat = y + (y_hat - y).detach()
-    x_hat = net.g_s(y_hat, emb)
+    x_hat = net.g_s(net.straight_through_latent(y, means), emb)
     bits = -(torch.log2(y_likelihoods).sum() + torch.log2(z_likelihoods).sum())
     return lmbda * 255**2 * (x_hat - image).pow(2).mean() + bits / num_pixels
