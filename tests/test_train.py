@@ -272,6 +272,23 @@ def test_a_run_trains_with_the_ste_decoder_input_and_can_switch_back_on_resume(i
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["config"]["decoder_quantizer"] == "noise"
 
 
+def test_a_compiled_run_saves_the_plain_model_and_resumes_without_compiling(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64"]
+    first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",
+                                      "--decoder-quantizer", "ste", "--compile", *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (saved["step"], saved["config"]["compile"]) == (2, True)
+    plain = YotoHyperprior(ModelConfig(**saved["config"]["model"])).state_dict()
+    assert saved["model"].keys() == plain.keys()  # the model's own names, not torch.compile's wrapper
+    log = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert log and all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in log if "loss" in r)
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--no-compile"])
+    assert run.exit_code == 0, run.output
+    resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (resumed["step"], resumed["config"]["compile"]) == (2, False)
+
+
 def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
     common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--val-dir", str(image_dir)]
     first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",

@@ -237,7 +237,8 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --compile, --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) "
+    "may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
@@ -271,6 +272,12 @@ def recipe_options(command: Callable) -> Callable:
     show_default=True,
     help="What the synthesis transform trains on: the noisy latent, or the rounded one (straight-through).",
 )
+@click.option(
+    "--compile/--no-compile",
+    default=False,
+    show_default=True,
+    help="Run training through torch.compile: faster steps after a minute or so of compiling.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data: Path,
@@ -294,6 +301,7 @@ def train(
     init_from: Path | None,
     ema_decay: float,
     decoder_quantizer: str,
+    compile: bool,
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
@@ -306,7 +314,11 @@ def train(
         # The run lives where it is now (a copied run directory must not write back into the original), and the
         # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
         changed = _given(
-            lr=lr, lambda_weighting=lambda_weighting, ema_decay=ema_decay, decoder_quantizer=decoder_quantizer
+            lr=lr,
+            lambda_weighting=lambda_weighting,
+            ema_decay=ema_decay,
+            decoder_quantizer=decoder_quantizer,
+            compile=compile,
         )
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
         new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
@@ -345,6 +357,7 @@ def train(
             init_from=str(init_from) if init_from else None,
             ema_decay=ema_decay,
             decoder_quantizer=decoder_quantizer,
+            compile=compile,
             seed=seed,
         )
     try:

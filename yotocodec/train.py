@@ -59,6 +59,7 @@ class TrainConfig:
     init_from: str | None = None  # start a new run from a weights file (e.g. the shipped model)
     ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (see _average_into)
     decoder_quantizer: str = "noise"  # "ste": g_s trains on the rounded latent (YotoHyperprior.forward)
+    compile: bool = False  # run the training forward and backward through torch.compile (see train)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -203,6 +204,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         net = DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
         )
+    if cfg.compile:  # fused kernels: measured 1.17x the steps/s on the 2-core CPU, after about a minute of compiling
+        net = torch.compile(net)
 
     def save_checkpoint() -> None:
         if not is_main:
