@@ -314,6 +314,8 @@ def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
     assert new.exit_code == 0, new.output
     saved = torch.load(tmp_path / "new" / CHECKPOINT_NAME, weights_only=False)["config"]["model"]
     assert (saved["N"], saved["lmbda_min"], saved["lmbda_max"]) == (16, 0.0008, 0.8)
+    export(tmp_path / "new" / CHECKPOINT_NAME, tmp_path / "continued.pt")  # its training counts the starting model's
+    assert yotocodec.load_model(tmp_path / "continued.pt").meta["steps"] == 2 + 1
 
     fixed = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "f"), "--N", "16", "--M", "16",
                                       "--fixed-lambda", "0.01", "--steps", "1", *common])  # fmt: skip

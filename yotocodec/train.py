@@ -159,7 +159,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
 
     torch.manual_seed(cfg.seed + rank)  # seeds the initial weights; a resumed run restores its saved state below
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    init = load_weights(cfg.init_from)[0] if ckpt is None and cfg.init_from else None
+    init, init_meta = load_weights(cfg.init_from) if ckpt is None and cfg.init_from else (None, {})
+    # The training behind a starting model counts towards the run's own (its exports report the sum).
+    before = (
+        ckpt.get("before", {})
+        if ckpt is not None
+        else {"steps": init_meta.get("steps", 0), "train_hours": init_meta.get("train_hours", 0.0)}
+    )
     if ckpt is not None:
         if not _same_network(ModelConfig(**ckpt["config"]["model"]), cfg.model) or (
             ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda
@@ -177,13 +183,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     model = model.to(device)
     ema = _ema_model(model, ckpt).to(device) if cfg.ema_decay and is_main else None
     main_parameters = _main_parameters(model)
-    optimizer = torch.optim.Adam(main_parameters, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(_aux_parameters(model), lr=cfg.aux_lr)
+    optimizer = _adam(main_parameters, cfg.lr)
+    aux_optimizer = _adam(_aux_parameters(model), cfg.aux_lr)
     step, wall = 0, 0.0
     rng = np.random.default_rng([cfg.seed, rank])
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        for opt, key in ((optimizer, "optimizer"), (aux_optimizer, "aux_optimizer")):
+            opt.load_state_dict(ckpt[key])
+            for group in opt.param_groups:  # loading restores the saved flags; older runs saved the unfused ones
+                group.update(fused=True, foreach=None)
         step, wall = ckpt["step"], ckpt["wall_seconds"]
         if world == 1:
             rng.bit_generator.state = ckpt["numpy_rng"]
@@ -219,6 +227,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
                 **({"ema": ema.state_dict()} if ema is not None else {}),
                 "step": step,
                 "wall_seconds": wall,
+                "before": before,
                 "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(),
@@ -301,6 +310,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     return model, record | {"step": step}
 
 
+def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with its fused kernel: one step for the shipped model took 5 ms instead of 20 ms (1 CPU thread)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
 def _ema_model(model: YotoHyperprior, ckpt: dict | None) -> YotoHyperprior:
     """The run's weight average: restored from the checkpoint, else started from the current weights."""
     if ckpt is None or "ema" not in ckpt:
@@ -350,9 +364,10 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
     model = YotoHyperprior(ModelConfig(**cfg["model"]))
     model.load_state_dict(ckpt["ema" if ema else "model"])
     model.eval()
+    before = ckpt.get("before", {})  # what the weights a run started from (--init-from) had been trained for
     meta = {
-        "steps": ckpt["step"],
-        "train_hours": round(ckpt["wall_seconds"] / 3600, 2),
+        "steps": before.get("steps", 0) + ckpt["step"],
+        "train_hours": round(before.get("train_hours", 0.0) + ckpt["wall_seconds"] / 3600, 2),
         "fixed_lambda": cfg["fixed_lambda"],
         "batch_size": cfg["batch_size"],
         "patch_size": cfg["patch_size"],
