@@ -283,10 +283,12 @@ def test_a_compiled_run_saves_the_plain_model_and_resumes_without_compiling(imag
     assert saved["model"].keys() == plain.keys()  # the model's own names, not torch.compile's wrapper
     log = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
     assert log and all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in log if "loss" in r)
-    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--no-compile"])
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--no-compile", "--steps", "3"])
     assert run.exit_code == 0, run.output
     resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
-    assert (resumed["step"], resumed["config"]["compile"]) == (2, False)
+    assert (resumed["step"], resumed["config"]["compile"], resumed["config"]["steps"]) == (3, False, 3)
+    # The compiled run's weights load into the plain model and train on: one more step changed them.
+    assert any(not torch.equal(resumed["model"][k], saved["model"][k]) for k in saved["model"])
 
 
 def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):

@@ -237,8 +237,8 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) "
-    "may be changed.",
+    "--decoder-quantizer, --compile, --steps (e.g. to extend a finished run), --max-minutes and the λ range "
+    "(--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
@@ -319,6 +319,7 @@ def train(
             ema_decay=ema_decay,
             decoder_quantizer=decoder_quantizer,
             compile=compile,
+            steps=steps,
         )
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
         new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
