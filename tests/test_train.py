@@ -102,6 +102,23 @@ def test_train_resume_and_export(image_dir, tmp_path):
     assert decoded.size == (70, 50)
 
 
+def test_a_checkpoint_with_contiguous_adam_moments_resumes_exactly(image_dir, tmp_path):
+    # Runs checkpointed before training went channels-last hold contiguous moments; Adam's fused CPU kernel would
+    # pair them with the wrong elements of the channels-last weights unless they are given the weights' layout.
+    train(tiny_config(image_dir, tmp_path / "a", steps=2), progress=False)
+    ckpt = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=False)
+    moments = [v for state in ckpt["optimizer"]["state"].values() for v in state.values() if v.dim() == 4]
+    assert moments and all(v.is_contiguous(memory_format=torch.channels_last) for v in moments)
+    for state in ckpt["optimizer"]["state"].values():
+        state.update({k: v.contiguous() for k, v in state.items()})
+    (tmp_path / "b").mkdir()
+    torch.save(ckpt, tmp_path / "b" / CHECKPOINT_NAME)
+    for run in "ab":
+        train(tiny_config(image_dir, tmp_path / run, steps=3), progress=False)
+    a, b = (torch.load(tmp_path / run / CHECKPOINT_NAME, weights_only=False)["model"] for run in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_a_different_model(image_dir, tmp_path):
     train(tiny_config(image_dir, tmp_path, steps=1), progress=False)
     with pytest.raises(ValueError, match="another model"):
