@@ -62,6 +62,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _entry_module() -> str:
+    """The module run with ``python -m`` (effort and rate control share this metadata), else benchmarks.rd."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec is not None and spec.name.startswith("benchmarks.") else "benchmarks.rd"
+
+
 def environment(threads: int) -> dict:
     """What produced the numbers: versions, machine, date and the command, stored with every codec's results."""
     from PIL import features
@@ -87,7 +93,7 @@ def environment(threads: int) -> dict:
         libraries["libjxl"] = imagecodecs.jpegxl_version().removeprefix("libjxl ")
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.rd " + shlex.join(sys.argv[1:]),
+        "command": f"python -m {_entry_module()} " + shlex.join(sys.argv[1:]),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),

@@ -243,6 +243,7 @@ def test_quick_effort_benchmark_is_consistent(quick, tmp_path):
                      for p, b in zip(pts, results["per_level"]["0"]["per_image"][name], strict=True)])  # fmt: skip
     assert refined["size_change_pct"] == pytest.approx((ratio - 1) * 100)
     assert "| 1 | 10 |" in (tmp_path / "effort.md").read_text()
+    assert results["meta"]["command"].startswith("python -m benchmarks.effort --quick")  # how to reproduce it
 
 
 def test_quick_rate_control_benchmark_keeps_its_promises(quick, tmp_path):
@@ -261,6 +262,7 @@ def test_quick_rate_control_benchmark_keeps_its_promises(quick, tmp_path):
     size_rows = results["summary"]["size"]
     assert size_rows[1]["images_inside_range"] == 0
     assert "| 0.5 |" in (tmp_path / "ratecontrol.md").read_text()
+    assert results["meta"]["command"].startswith("python -m benchmarks.ratecontrol --quick")
 
 
 def test_baselines_train_matched_models_and_continue_when_rerun(tmp_path):
