@@ -6,8 +6,9 @@ whole range, each for the same number of steps with the same architecture, data,
 rate and schedule; then exports them to ``models/baselines/`` (``lambda-*.pt`` and ``single.pt``).  Interrupted runs
 continue where they stopped when the command is run again (``--max-minutes`` bounds one invocation).  To use more
 cores, start the command more than once: each run directory is locked while one invocation trains it, so the others
-take the next free run instead (each exports what it trained).  The exported
-files are not committed (git ignores ``models/baselines/``): this command reproduces them.  Compare with::
+take the next free run instead (each exports what it trained).  ``--single-steps`` gives the single model its own
+budget, e.g. five times ``--steps`` to match the five per-λ models' budget in all (run and file ``single-N``).  The
+exported files are not committed (git ignores ``models/baselines/``): this command reproduces them.  Compare with::
 
     python -m benchmarks.rd --codecs model,baselines --model models/baselines/single.pt \\
         --baselines 'models/baselines/lambda-*.pt' --out benchmarks/results/matched
@@ -39,9 +40,16 @@ def baseline_lambdas(lmbda_min: float, lmbda_max: float, count: int) -> list[flo
     return [float(f"{v:.4g}") for v in np.geomspace(lmbda_min, lmbda_max, count)]
 
 
-def plan(base: TrainConfig, runs: Path, lambdas: list[float]) -> dict[str, TrainConfig]:
-    """Run configurations keyed by output name: the single model and one fixed-λ model per λ, otherwise identical."""
-    configs = {"single": replace(base, run_dir=str(runs / "single"))}
+def plan(
+    base: TrainConfig, runs: Path, lambdas: list[float], single_steps: int | None = None
+) -> dict[str, TrainConfig]:
+    """Run configurations keyed by output name: the single model and one fixed-λ model per λ, otherwise identical.
+
+    A single model with its own number of steps gets its own run (``single-N``): a finished run extended to more
+    steps would not be the same as one planned for them, whose learning-rate decay comes at the end.
+    """
+    name = "single" if single_steps in (None, base.steps) else f"single-{single_steps}"
+    configs = {name: replace(base, run_dir=str(runs / name), steps=single_steps or base.steps)}
     for lmbda in lambdas:
         model = replace(base.model, lmbda_min=lmbda, lmbda_max=lmbda)
         configs[f"lambda-{lmbda:g}"] = replace(base, run_dir=str(runs / f"lambda-{lmbda:g}"), model=model,
@@ -66,14 +74,18 @@ def claim(run_dir: Path) -> Iterator[bool]:
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Parent folder of the run directories (keep it outside the repository).")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), required=True, help="Training steps of every model.")
+@click.option("--single-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps of the single model (default: --steps).")  # fmt: skip
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--count", type=click.IntRange(min=2), default=5, show_default=True, help="Number of per-λ models.")
 @recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
+@click.option("--compile/--no-compile", default=False, show_default=True, help="As `yotocodec train --compile`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(
     runs: Path,
     steps: int,
+    single_steps: int | None,
     data: Path,
     count: int,
     arch: str,
@@ -86,6 +98,7 @@ def main(
     lr: float,
     lambda_weighting: float,
     max_minutes: float | None,
+    compile: bool,
     out: Path,
 ) -> None:
     """Train and export the per-λ baselines and a single model with exactly their budget."""
@@ -98,11 +111,12 @@ def main(
         lr=lr,
         lambda_weighting=lambda_weighting,
         steps=steps,
+        compile=compile,
     )
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else math.inf
     out.mkdir(parents=True, exist_ok=True)
     busy = []
-    for name, cfg in plan(base, runs, baseline_lambdas(lambda_min, lambda_max, count)).items():
+    for name, cfg in plan(base, runs, baseline_lambdas(lambda_min, lambda_max, count), single_steps).items():
         left = (deadline - time.monotonic()) / 60
         if left <= 0:
             click.echo(f"time is up before {name}: run the same command again to continue", err=True)
@@ -115,11 +129,11 @@ def main(
                 _, record = train(replace(cfg, max_minutes=None if math.isinf(left) else left))
             except (ValueError, FileNotFoundError) as exc:
                 raise click.ClickException(f"{name}: {exc}") from None
-            if record["step"] < steps:
-                click.echo(f"{name} stopped at step {record['step']} of {steps}: run again to continue", err=True)
+            if record["step"] < cfg.steps:
+                click.echo(f"{name} stopped at step {record['step']} of {cfg.steps}: run again to continue", err=True)
                 return
             model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
-        click.echo(f"{name}: {steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
+        click.echo(f"{name}: {cfg.steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
     if busy:
         click.echo(f"{', '.join(busy)}: being trained by another invocation when reached (it exports them)", err=True)
 

@@ -287,6 +287,22 @@ def test_baselines_train_matched_models_and_continue_when_rerun(tmp_path):
     assert yotocodec.load_model(tmp_path / "out" / "single.pt").model_id == single.model_id
 
 
+def test_baselines_give_the_single_model_its_own_budget_in_its_own_run(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic(160, 150, seed=0).save(data / "0.png")
+    args = ["--runs", str(tmp_path / "runs"), "--data", str(data), "--steps", "1", "--single-steps", "2",
+            "--count", "2", "--N", "16", "--M", "16", "--batch-size", "2", "--patch-size", "64",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    run = CliRunner().invoke(baselines_main, args)
+    assert run.exit_code == 0, run.output
+    assert "single-2: 2 steps, exported" in run.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lambda-0.0015.pt", "lambda-0.2.pt", "single-2.pt"]
+    assert yotocodec.load_model(tmp_path / "out" / "single-2.pt").meta["steps"] == 2
+    assert yotocodec.load_model(tmp_path / "out" / "lambda-0.2.pt").meta["steps"] == 1
+    assert not (tmp_path / "runs" / "single").exists()  # a run planned for other steps is not the one extended
+
+
 def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
