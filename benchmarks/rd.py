@@ -195,7 +195,6 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet, singl
     With the ``single`` model, also that model at each baseline's λ: the per-point comparison at equal λ.
     """
     per_image: dict[str, list[dict]] = {name: [] for name in image_set.names}
-    at_lambda: dict[str, list[dict]] = {name: [] for name in image_set.names}
     models = []
     with tqdm(total=len(loaded) * len(image_set.names), desc="per-λ baselines", unit="image") as bar:
         for path, model in loaded.items():
@@ -203,10 +202,7 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet, singl
             models.append({"path": str(path), "model_id": model.model_id, "lmbda": lmbda, "meta": model.meta})
             warm_up(model, image_set)
             for name, array in zip(image_set.names, image_set.arrays, strict=True):
-                point = measure_learned(model, array, BASELINE_QUALITY)
-                per_image[name].append({**point, "setting": lmbda})
-                if single is not None and single.config.lmbda_min <= lmbda <= single.config.lmbda_max:
-                    at_lambda[name].append(measure_learned(single, array, None, lmbda=lmbda))
+                per_image[name].append({**measure_learned(model, array, BASELINE_QUALITY), "setting": lmbda})
                 bar.update()
     entry = {
         "label": f"yotocodec, per-λ models{_steps([m['meta'] for m in models])}",
@@ -218,8 +214,22 @@ def run_baselines(loaded: dict[Path, Any], image_set: images_mod.ImageSet, singl
         "per_image": per_image,
     }
     if single is not None:
-        entry["single_at_lambda"] = {"model_id": single.model_id, "meta": single.meta, "per_image": at_lambda}
+        entry["single_at_lambda"] = run_single_at_lambdas(single, [m["lmbda"] for m in models], image_set)
     return entry
+
+
+def run_single_at_lambdas(single: Any, lambdas: list[float], image_set: images_mod.ImageSet) -> dict:
+    """The single model encoded with each baseline's λ that lies in its range: the comparison at equal λ."""
+    inside = [lmbda for lmbda in lambdas if single.config.lmbda_min <= lmbda <= single.config.lmbda_max]
+    per_image: dict[str, list[dict]] = {}
+    warm_up(single, image_set)
+    with tqdm(total=len(inside) * len(image_set.names), desc="single model at each λ", unit="image") as bar:
+        for name, array in zip(image_set.names, image_set.arrays, strict=True):
+            per_image[name] = []
+            for lmbda in inside:
+                per_image[name].append(measure_learned(single, array, None, lmbda=lmbda))
+                bar.update()
+    return {"model_id": single.model_id, "meta": single.meta, "per_image": per_image}
 
 
 def finite_json(value: object) -> object:
@@ -435,6 +445,9 @@ def main(
     meta = environment(threads)
     for key, entry in measured.items():
         merged[key] = {**entry, "meta": meta}
+    if "model" in measured and "baselines" not in measured and "baselines" in merged:  # kept from an earlier run
+        lambdas = [m["lmbda"] for m in merged["baselines"]["models"]]  # re-pair them with the model just measured
+        merged["baselines"]["single_at_lambda"] = run_single_at_lambdas(model, lambdas, image_set)
     for entry in merged.values():
         entry["mean"] = average(entry["per_image"])
     codec_results = {key: merged[key] for key in ALL_KEYS if key in merged}

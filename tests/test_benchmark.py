@@ -216,6 +216,29 @@ def test_single_model_is_compared_with_each_baseline_at_its_own_lambda(quick, tm
     assert rd_cost(own) == pytest.approx(0.01 * 255**2 * 10 ** (-own["psnr"] / 10) + own["bpp"])
 
 
+def test_re_measuring_the_single_model_pairs_it_with_the_baselines_kept_from_before(quick, tmp_path):
+    images, _ = quick
+    for lmbda in (0.003, 0.01):
+        save_weights(YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=lmbda, lmbda_max=lmbda)),
+                     tmp_path / f"lambda-{lmbda}.pt")  # fmt: skip
+    for name in ("old", "new"):
+        save_weights(YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.02)), tmp_path / f"{name}.pt")
+    out = tmp_path / "out"
+    common = ("--quick", "--images", str(images), "--out", str(out))
+    first = _run(*common, "--codecs", "model,baselines", "--model", str(tmp_path / "old.pt"),
+                 "--baselines", str(tmp_path / "lambda-*.pt"))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = _run(*common, "--codecs", "model", "--model", str(tmp_path / "new.pt"))  # the per-λ weights are gone
+    assert again.returncode == 0, again.stderr
+    entry = json.loads((out / "rd.json").read_text())["codecs"]["baselines"]
+    new = yotocodec.load_model(tmp_path / "new.pt")
+    assert new.model_id != yotocodec.load_model(tmp_path / "old.pt").model_id
+    assert entry["single_at_lambda"]["model_id"] == new.model_id
+    paired = entry["single_at_lambda"]["per_image"].values()
+    assert all([p["setting"] for p in points] == [0.003, 0.01] for points in paired)
+    assert f"the single model `{new.model_id}` encoded with that λ" in (out / "summary.md").read_text()
+
+
 def _run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
 
