@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,20 @@ def photo() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut()).crop((96, 0, 352, 256))
+
+
+@functools.cache
+def srgb_profile() -> bytes:
+    """A real ICC profile: littleCMS's sRGB, made through Pillow's ImageCms (once: it carries its creation time)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def bare_profile(colour_space: bytes) -> bytes:
+    """The smallest well-formed ICC profile header for a colour space (empty tag table)."""
+    data = bytearray(132)
+    data[:4] = len(data).to_bytes(4, "big")
+    data[16:20] = colour_space
+    data[36:40] = b"acsp"
+    return bytes(data)

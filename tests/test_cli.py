@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import photo_crop, sane_psnr, synthetic
+from conftest import photo_crop, sane_psnr, srgb_profile, synthetic
 from PIL import Image
 
 import yotocodec
@@ -62,6 +62,17 @@ def test_encode_decode_info(png, tmp_path):
     code, output = run("info", out)
     assert code == 0
     assert "120×90 RGB" in output and "quality:  80.00" in output and "λ = " in output and "bpp" in output
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".tif"])
+def test_colour_profile_reaches_the_decoded_file(tmp_path, extension):
+    source, coded, back = tmp_path / "p3.png", tmp_path / "p3.yoto", tmp_path / f"back{extension}"
+    photo_crop(48, 40).save(source, icc_profile=srgb_profile())
+    assert run("encode", source, "-o", coded)[0] == 0
+    code, output = run("info", coded)
+    assert code == 0 and f"ICC profile, {len(srgb_profile())} bytes" in output, output
+    assert run("decode", coded, "-o", back)[0] == 0
+    assert Image.open(back).info.get("icc_profile") == srgb_profile()
 
 
 def test_default_output_names(png):

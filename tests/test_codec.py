@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import photo_crop, sane_psnr, synthetic
+from conftest import bare_profile, photo_crop, sane_psnr, srgb_profile, synthetic
 from PIL import Image
 
 import yotocodec
+from yotocodec.container import Header, pack, unpack
 from yotocodec.metrics import psnr
 
 
@@ -70,6 +71,55 @@ def test_exif_orientation_is_applied(model, tmp_path):
     image.save(path, exif=exif, quality=95)
     decoded = yotocodec.decode(yotocodec.encode(Image.open(path), 80, model=model), model=model)
     assert decoded.size == (40, 60)
+
+
+def with_profile(image: Image.Image, profile: bytes | None) -> Image.Image:
+    image.info["icc_profile"] = profile
+    return image
+
+
+def test_icc_profile_travels_with_the_image(model):
+    profile = srgb_profile()
+    image = with_profile(photo_crop(64, 48), profile)
+    data = yotocodec.encode(image, 60, model=model)
+    plain = yotocodec.encode(with_profile(photo_crop(64, 48), None), 60, model=model)
+    assert len(data) == len(plain) + len(profile) + 2  # the profile and its 2-byte length, nothing else
+    assert yotocodec.inspect(data, model=model).icc_profile == profile
+    decoded = yotocodec.decode(data, model=model)
+    assert decoded.info["icc_profile"] == profile
+    assert yotocodec.inspect(yotocodec.encode(photo_crop(64, 48), 60, model=model)).icc_profile is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "profile", "kept"),
+    [
+        ("L", bare_profile(b"GRAY"), True),
+        ("LA", bare_profile(b"GRAY"), True),
+        ("RGBA", bare_profile(b"RGB "), True),
+        ("L", bare_profile(b"RGB "), False),  # describes colours the pixels do not have
+        ("RGB", bare_profile(b"GRAY"), False),
+        ("CMYK", bare_profile(b"CMYK"), False),  # the pixels are converted to RGB
+        ("RGB", b"not an ICC profile", False),
+        ("RGB", bare_profile(b"RGB ")[:-1], False),  # shorter than its header says
+    ],
+)
+def test_only_a_profile_that_matches_the_coded_pixels_is_kept(model, mode, profile, kept):
+    decoded = yotocodec.decode(yotocodec.encode(with_profile(synthetic(40, 24, mode), profile), 50, model=model))
+    assert decoded.info.get("icc_profile") == (profile if kept else None)
+
+
+def test_damaged_profile_or_missing_profile_string_is_refused(model):
+    header, strings = unpack(yotocodec.encode(with_profile(photo_crop(32, 32), srgb_profile()), 50, model=model))
+    damaged = pack(header, [*strings[:2], b"\0" * len(strings[2])])  # a consistent CRC: only the profile is wrong
+    for call in (yotocodec.decode, yotocodec.inspect):
+        with pytest.raises(yotocodec.YotoError, match="corrupt: the stored ICC profile is not a valid profile"):
+            call(damaged, model=model)
+    missing = pack(header, strings[:2])
+    with pytest.raises(yotocodec.YotoError, match="invalid file: 2 coded strings for a RGB image, expected 3"):
+        yotocodec.decode(missing, model=model)
+    extra = pack(Header(header.model_id, header.lmbda_code, 32, 32, "RGB"), strings)
+    with pytest.raises(yotocodec.YotoError, match="invalid file: 3 coded strings for a RGB image, expected 2"):
+        yotocodec.decode(extra, model=model)
 
 
 QUALITIES = [0, 15, 30, 45, 60, 75, 90, 100]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,6 +51,7 @@ def raw_file(
     model_id: bytes = bytes.fromhex("0123abcd"),
     code: int = 1234,
     mode_code: int = 1,
+    flags: bytes = b"\x00",  # version 2's flags byte; b"" for a version 1 file
     width: bytes = b"\x80\x06",  # 768
     height: bytes = b"\x80\x04",  # 512
     count: int | None = None,
@@ -57,7 +61,7 @@ def raw_file(
     extra: bytes = b"",
 ) -> bytes:
     """Assemble a file field by field, so each test can break exactly one thing (the CRC is right unless given)."""
-    head = magic + struct.pack(">B4sHB", version, model_id, code, mode_code) + width + height
+    head = magic + struct.pack(">B4sHB", version, model_id, code, mode_code) + flags + width + height
     head += bytes([len(payload) if count is None else count])
     head += b"".join(lengths if lengths is not None else [leb128(len(s)) for s in payload])
     body = b"".join(payload)
@@ -80,6 +84,7 @@ def headers(draw: st.DrawFn) -> Header:
         width=width,
         height=height,
         mode=draw(st.sampled_from(MODES)),
+        has_icc_profile=draw(st.booleans()),
     )
 
 
@@ -120,13 +125,40 @@ def test_round_trip_accepts_bytes_like() -> None:
 def test_layout_matches_the_spec() -> None:
     data = pack(HEADER, [b"y" * 20, b"z" * 5])
     assert data == raw_file()
-    assert data[:12] == b"YOTO\x01\x01\x23\xab\xcd\x04\xd2\x01"
+    assert data[:13] == b"YOTO\x02\x01\x23\xab\xcd\x04\xd2\x01\x00"
+
+
+def test_the_flags_byte_says_whether_a_colour_profile_is_stored() -> None:
+    header = Header("0123abcd", 1234, 768, 512, "RGB", has_icc_profile=True)
+    data = pack(header, [b"y" * 20, b"z" * 5, b"profile"])
+    assert data == raw_file(flags=b"\x01", payload=(b"y" * 20, b"z" * 5, b"profile"))
+    assert unpack(data) == (header, [b"y" * 20, b"z" * 5, b"profile"])
+
+
+def test_version_1_files_still_read() -> None:
+    """Version 1 is version 2 without the flags byte: files written before colour profiles existed still decode."""
+    data = raw_file(version=1, flags=b"")
+    assert unpack(data) == (HEADER, [b"y" * 20, b"z" * 5])
+    assert read_header(data) == (HEADER, len(data) - 25)
+
+
+def test_the_examples_in_the_format_document() -> None:
+    """docs/FORMAT.md's example headers parse to what the text says, and their CRCs are those of the bytes shown."""
+    text = (Path(__file__).parents[1] / "docs" / "FORMAT.md").read_text()
+    examples = [bytes.fromhex(block) for block in re.findall(r"```\n(59 4f 54 4f [0-9a-f ]+)\n```", text)]
+    rgb = Header("3f9c2a71", 32768, 768, 512, "RGB")
+    expected = [rgb, replace(rgb, mode="RGBA"), replace(rgb, has_icc_profile=True)]
+    assert len(examples) == len(expected)
+    assert [read_header(example) for example in examples] == [
+        (h, len(e)) for h, e in zip(expected, examples, strict=True)
+    ]
+    assert all(zlib.crc32(example[:-4]) == int.from_bytes(example[-4:], "big") for example in examples)
 
 
 def test_multi_byte_length_varint() -> None:
     big = bytes(range(256)) * (((1 << 21) + 1) // 256 + 1)  # needs a 4-byte varint
     data = pack(HEADER, [big, b""])
-    assert read_header(data)[1] == 12 + 2 + 2 + 1 + 4 + 1 + 4
+    assert read_header(data)[1] == 12 + 1 + 2 + 2 + 1 + 4 + 1 + 4
     assert unpack(data) == (HEADER, [big, b""])
 
 
@@ -172,6 +204,7 @@ def test_header_is_small_for_a_normal_photo() -> None:
         ({"width": 8193, "height": 8193}, "exceeds the limit"),
         ({"mode": "CMYK"}, "unknown image mode"),
         ({"mode": "rgb"}, "unknown image mode"),
+        ({"has_icc_profile": 1}, "has_icc_profile must be a bool"),
     ],
 )
 def test_header_rejects_bad_fields(kwargs: dict, match: str) -> None:
@@ -204,9 +237,10 @@ def test_bad_magic(magic: bytes) -> None:
         unpack(raw_file(magic=magic))
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_unsupported_version(version: int) -> None:
-    with pytest.raises(YotoError, match=rf"unsupported format version {version} \(this yotocodec reads version 1\)"):
+    match = rf"unsupported format version {version} \(this yotocodec reads versions 1 and 2\)"
+    with pytest.raises(YotoError, match=match):
         unpack(raw_file(version=version))
 
 
@@ -214,6 +248,12 @@ def test_unsupported_version(version: int) -> None:
 def test_unknown_mode_code(mode_code: int) -> None:
     with pytest.raises(YotoError, match=f"invalid header: unknown image mode code {mode_code}"):
         unpack(raw_file(mode_code=mode_code))
+
+
+@pytest.mark.parametrize("flags", [0x02, 0x80, 0xFF])
+def test_unknown_flags(flags: int) -> None:
+    with pytest.raises(YotoError, match=f"^invalid header: unknown flags 0x{flags:02x}$"):
+        unpack(raw_file(flags=bytes([flags])))
 
 
 @pytest.mark.parametrize(
@@ -235,16 +275,18 @@ def test_bad_varint(fields: dict, match: str) -> None:
 def test_header_cut_inside_a_field() -> None:
     data = raw_file()
     header_size = read_header(data)[1]
+    with pytest.raises(YotoError, match="truncated header: file ends before the flags"):
+        unpack(data[:12])
     with pytest.raises(YotoError, match="truncated header: file ends inside the width"):
-        unpack(data[:13])
+        unpack(data[:14])
     with pytest.raises(YotoError, match="truncated header: file ends inside the height"):
-        unpack(data[:15])
+        unpack(data[:16])
     with pytest.raises(YotoError, match="truncated header: file ends inside the string 2 length"):
         unpack(data[: header_size - 5])
     with pytest.raises(YotoError, match="truncated header: file ends inside the CRC32"):
         unpack(data[: header_size - 1])
     with pytest.raises(YotoError, match="truncated header: file ends before the number of strings"):
-        unpack(data[:16])
+        unpack(data[:17])
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import synthetic
+from conftest import srgb_profile, synthetic
 from PIL import Image, UnidentifiedImageError
 
 import yotocodec
@@ -30,6 +30,18 @@ def test_save_open_load(tmp_path, model, mode):
         assert opened.info["model_id"] == model.model_id
         pixels = np.asarray(opened)
     assert np.array_equal(pixels, np.asarray(yotocodec.decode(data, model=model)))
+
+
+def test_colour_profile_is_in_info_before_loading(model):
+    image = synthetic(40, 32)
+    image.info["icc_profile"] = srgb_profile()
+    buffer = io.BytesIO()
+    image.save(buffer, format="YOTO", quality=50)
+    buffer.seek(0)
+    with Image.open(buffer) as opened:
+        assert opened.info["icc_profile"] == srgb_profile()
+        converted = opened.convert("RGB")
+    assert converted.info["icc_profile"] == srgb_profile()
 
 
 def test_save_with_lambda_to_a_stream(model):

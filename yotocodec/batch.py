@@ -129,8 +129,9 @@ class DecodeTask:
             model = load_model(self.model_path)
         with timer("decode"):
             image = decode(data, model=model)
+        profile = image.info.get("icc_profile")  # not every Pillow writer looks in image.info for it
         with timer("write"), open_output(output, self.force) as f:
-            image.save(f, format=fmt)
+            image.save(f, format=fmt, **({"icc_profile": profile} if profile else {}))
         line = f"{shown(output, 'stdout')}: {image.width}×{image.height} {image.mode}"
         return f"{line}\n{timer.report()}" if self.verbose else line
 

@@ -189,6 +189,8 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
         click.echo(f"image:    {info.width}×{info.height} {info.mode}")
         click.echo(f"quality:  {info.quality:.2f} ({lmbda})")
         click.echo(f"size:     {info.num_bytes} bytes, {info.bpp:.4f} bpp")
+        if info.icc_profile is not None:
+            click.echo(f"colour:   ICC profile, {len(info.icc_profile)} bytes")
         if model is not None and model.model_id == info.model_id:
             status = " (provisional model)" if model.meta.get("provisional") else ""
             click.echo(f"model:    {info.model_id}{status}, {model.path}")

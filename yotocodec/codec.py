@@ -136,6 +136,24 @@ def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]
     return np.asarray(image.convert("RGB")), None, "RGB"
 
 
+def icc_profile_for(image: Image.Image, mode: str) -> bytes | None:
+    """The image's embedded ICC profile when it describes the colours the codec keeps (RGB, or grey for L/LA).
+
+    Pixels are coded as they are, so a wide-gamut photo (Display P3, Adobe RGB) keeps its colours only if its
+    profile travels with it.  A profile for another colour space (CMYK, Lab), which no longer matches the pixels
+    after conversion, or bytes that are not an ICC profile, are left out.
+    """
+    profile = image.info.get("icc_profile")
+    if not isinstance(profile, bytes) or not _is_icc_profile(profile):
+        return None
+    return profile if profile[16:20] == (b"GRAY" if mode in ("L", "LA") else b"RGB ") else None
+
+
+def _is_icc_profile(data: bytes) -> bool:
+    """The ICC header's own checks: a profile states its length at offset 0 and carries ``acsp`` at offset 36."""
+    return len(data) >= 132 and int.from_bytes(data[:4], "big") == len(data) and data[36:40] == b"acsp"
+
+
 @torch.inference_mode()
 def encode(
     image: Image.Image,
@@ -148,11 +166,13 @@ def encode(
     """Compress a Pillow image to ``.yoto`` bytes at ``quality`` (0–100, default 75) or at an explicit λ.
 
     ``effort`` 1–3 refines the latent of this image by gradient steps on its own rate–distortion loss (slower
-    encoding, smaller files at the same quality); files decode the same way whatever the effort.
+    encoding, smaller files at the same quality); files decode the same way whatever the effort.  The image's ICC
+    colour profile travels with it (see :func:`icc_profile_for`).
     """
     net = _model(model)
     code = code_for(net, quality, lmbda)
     rgb, alpha, mode = split_image(image)
+    profile = icc_profile_for(image, mode)
     h, w = rgb.shape[:2]
     left, right, top, bottom = compute_padding(h, w, min_div=net.downsampling_factor)[0]
     padded = np.pad(rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
@@ -164,13 +184,19 @@ def encode(
     strings, _ = net.compress_latent(y, emb)
     if alpha is not None:
         strings.append(zlib.compress(alpha.tobytes(), 9))
-    return pack(Header(net.model_id, code, w, h, mode), strings)
+    if profile is not None:
+        strings.append(profile)
+    return pack(Header(net.model_id, code, w, h, mode, profile is not None), strings)
 
 
 @torch.inference_mode()
 def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
-    """Decompress ``.yoto`` bytes to a Pillow image of the original size and mode (L, RGB, LA or RGBA)."""
+    """Decompress ``.yoto`` bytes to a Pillow image of the original size and mode (L, RGB, LA or RGBA).
+
+    An ICC profile stored with the image comes back in ``image.info["icc_profile"]``, where Pillow's writers find it.
+    """
     header, strings = unpack(bytes(data))
+    profile = _stored_profile(header, strings)
     net = _model(model)
     if header.model_id != net.model_id:
         raise YotoError(
@@ -178,8 +204,6 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
             f"decode it with that model's weights file (--model)"
         )
     has_alpha = header.mode in ("LA", "RGBA")
-    if len(strings) != 2 + has_alpha:
-        raise YotoError(f"invalid file: {len(strings)} coded strings for a {header.mode} image")
     left, _, top, _ = compute_padding(header.height, header.width, min_div=net.downsampling_factor)[0]
     shape = (
         (header.height + net.downsampling_factor - 1) // net.downsampling_factor,
@@ -193,7 +217,21 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
         image = image.convert("L")
     if has_alpha:
         image.putalpha(Image.fromarray(_inflate_alpha(strings[2], header.width, header.height), "L"))
+    if profile is not None:
+        image.info["icc_profile"] = profile
     return image
+
+
+def _stored_profile(header: Header, strings: list[bytes]) -> bytes | None:
+    """Check that the file holds the strings its header promises; returns the ICC profile, if it has one."""
+    expected = 2 + (header.mode in ("LA", "RGBA")) + header.has_icc_profile
+    if len(strings) != expected:
+        raise YotoError(f"invalid file: {len(strings)} coded strings for a {header.mode} image, expected {expected}")
+    if not header.has_icc_profile:
+        return None
+    if not _is_icc_profile(strings[-1]):
+        raise YotoError("corrupt: the stored ICC profile is not a valid profile")
+    return strings[-1]
 
 
 def _inflate_alpha(data: bytes, width: int, height: int) -> np.ndarray:
@@ -219,6 +257,7 @@ class Info:
     lmbda: float | None
     model_id: str
     num_bytes: int
+    icc_profile: bytes | None = None
 
     @property
     def bpp(self) -> float:
@@ -227,11 +266,12 @@ class Info:
 
 def inspect(data: bytes, *, model: ModelLike = None) -> Info:
     """Validate a ``.yoto`` file and describe it without decoding the image."""
-    header, _ = unpack(bytes(data))
+    header, strings = unpack(bytes(data))
+    profile = _stored_profile(header, strings)
     try:
         net = _model(model)
     except YotoError:
         net = None
     lmbda = lambda_from_code(net, header.lmbda_code) if net is not None and net.model_id == header.model_id else None
     quality = header.lmbda_code / LAMBDA_CODE_MAX * 100
-    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data))
+    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), profile)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from .errors import YotoError
 
 MAGIC = b"YOTO"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 is version 2 without the flags byte (no colour profile)
+FLAG_ICC_PROFILE = 0x01  # the last string is the image's ICC colour profile
 MODES = ("L", "RGB", "LA", "RGBA")
 MAX_PIXELS = 1 << 26
 MAX_SIDE = 65535
@@ -49,13 +51,15 @@ def _check_size(width: int, height: int) -> None:
 
 @dataclass(frozen=True)
 class Header:
-    """Everything the decoder needs besides the strings: which model, which rate point, and the image geometry."""
+    """Everything the decoder needs besides the strings: which model, which rate point, the image geometry, and
+    whether the strings end with an ICC colour profile."""
 
     model_id: str
     lmbda_code: int
     width: int
     height: int
     mode: str
+    has_icc_profile: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not _MODEL_ID.fullmatch(self.model_id):
@@ -69,6 +73,8 @@ class Header:
         _check_size(self.width, self.height)
         if self.mode not in MODES:
             raise YotoError(f"invalid header: unknown image mode {self.mode!r} (expected one of {', '.join(MODES)})")
+        if not isinstance(self.has_icc_profile, bool):
+            raise YotoError(f"invalid header: has_icc_profile must be a bool, got {self.has_icc_profile!r}")
 
 
 def _varint(value: int) -> bytes:
@@ -108,6 +114,7 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
     head = bytearray(
         _FIXED.pack(MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.lmbda_code, MODES.index(header.mode))
     )
+    head.append(FLAG_ICC_PROFILE if header.has_icc_profile else 0)
     head += _varint(header.width)
     head += _varint(header.height)
     head.append(len(strings))
@@ -128,11 +135,19 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
     magic, version, model_id, lmbda_code, mode_code = _FIXED.unpack_from(data)
     if magic != MAGIC:
         raise YotoError("not a yotocodec file (bad magic bytes)")
-    if version != FORMAT_VERSION:
-        raise YotoError(f"unsupported format version {version} (this yotocodec reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise YotoError(f"unsupported format version {version} (this yotocodec reads versions {readable})")
     if mode_code >= len(MODES):
         raise YotoError(f"invalid header: unknown image mode code {mode_code}")
-    width, pos = _read_varint(data, _FIXED.size, _SIDE_VARINT_BYTES, "width")
+    flags, pos = 0, _FIXED.size
+    if version >= 2:
+        if pos >= len(data):
+            raise YotoError("truncated header: file ends before the flags")
+        flags, pos = data[pos], pos + 1
+        if flags & ~FLAG_ICC_PROFILE:
+            raise YotoError(f"invalid header: unknown flags 0x{flags:02x}")
+    width, pos = _read_varint(data, pos, _SIDE_VARINT_BYTES, "width")
     height, pos = _read_varint(data, pos, _SIDE_VARINT_BYTES, "height")
     _check_size(width, height)
     if pos >= len(data):
@@ -149,7 +164,7 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
         lengths.append(length)
     if pos + _CRC.size > len(data):
         raise YotoError("truncated header: file ends inside the CRC32 field")
-    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code])
+    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code], bool(flags & FLAG_ICC_PROFILE))
     return header, lengths, pos
 
 
