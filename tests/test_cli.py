@@ -75,6 +75,22 @@ def test_colour_profile_reaches_the_decoded_file(tmp_path, extension):
     assert Image.open(back).info.get("icc_profile") == srgb_profile()
 
 
+def test_exif_reaches_the_decoded_file_unless_stripped(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90° counter-clockwise on display
+    exif[0x010F] = "Yoto Camera Co."
+    source = tmp_path / "photo.jpg"
+    photo_crop(48, 40).save(source, exif=exif, quality=95)
+    for flags, make in (((), "Yoto Camera Co."), (("--strip-exif",), None)):
+        coded, back = tmp_path / "photo.yoto", tmp_path / "back.jpg"
+        assert run("encode", source, "-o", coded, "-f", *flags)[0] == 0
+        assert ("EXIF," in run("info", coded)[1]) == (make is not None)
+        assert run("decode", coded, "-o", back, "-f")[0] == 0
+        decoded = Image.open(back)
+        assert decoded.size == (40, 48)  # upright either way
+        assert decoded.getexif().get(0x010F) == make and 0x0112 not in decoded.getexif()
+
+
 def test_default_output_names(png):
     assert run("encode", png)[0] == 0
     assert png.with_suffix(".yoto").exists()

@@ -84,10 +84,10 @@ def test_icc_profile_travels_with_the_image(model):
     data = yotocodec.encode(image, 60, model=model)
     plain = yotocodec.encode(with_profile(photo_crop(64, 48), None), 60, model=model)
     assert len(data) == len(plain) + len(profile) + 2  # the profile and its 2-byte length, nothing else
-    assert yotocodec.inspect(data, model=model).icc_profile == profile
+    assert yotocodec.inspect(data, model=model).metadata == yotocodec.Metadata(icc_profile=profile)
     decoded = yotocodec.decode(data, model=model)
     assert decoded.info["icc_profile"] == profile
-    assert yotocodec.inspect(yotocodec.encode(photo_crop(64, 48), 60, model=model)).icc_profile is None
+    assert yotocodec.inspect(yotocodec.encode(photo_crop(64, 48), 60, model=model)).metadata == yotocodec.Metadata()
 
 
 @pytest.mark.parametrize(
@@ -108,18 +108,60 @@ def test_only_a_profile_that_matches_the_coded_pixels_is_kept(model, mode, profi
     assert decoded.info.get("icc_profile") == (profile if kept else None)
 
 
-def test_damaged_profile_or_missing_profile_string_is_refused(model):
-    header, strings = unpack(yotocodec.encode(with_profile(photo_crop(32, 32), srgb_profile()), 50, model=model))
-    damaged = pack(header, [*strings[:2], b"\0" * len(strings[2])])  # a consistent CRC: only the profile is wrong
-    for call in (yotocodec.decode, yotocodec.inspect):
-        with pytest.raises(yotocodec.YotoError, match="corrupt: the stored ICC profile is not a valid profile"):
-            call(damaged, model=model)
-    missing = pack(header, strings[:2])
-    with pytest.raises(yotocodec.YotoError, match="invalid file: 2 coded strings for a RGB image, expected 3"):
-        yotocodec.decode(missing, model=model)
-    extra = pack(Header(header.model_id, header.lmbda_code, 32, 32, "RGB"), strings)
-    with pytest.raises(yotocodec.YotoError, match="invalid file: 3 coded strings for a RGB image, expected 2"):
-        yotocodec.decode(extra, model=model)
+def exif_jpeg(tmp_path, orientation: int) -> Image.Image:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Yoto Camera Co."  # Make
+    exif[0x0132] = "2026:12:02 08:00:00"  # DateTime
+    path = tmp_path / "photo.jpg"
+    photo_crop(60, 40).save(path, exif=exif, quality=95)
+    return Image.open(path)
+
+
+def test_exif_travels_with_its_orientation_applied_once(model, tmp_path):
+    image = exif_jpeg(tmp_path, orientation=6)
+    data = yotocodec.encode(image, 60, model=model)
+    decoded = yotocodec.decode(data, model=model)
+    assert decoded.size == (40, 60)
+    tags = dict(decoded.getexif())
+    assert tags[0x010F] == "Yoto Camera Co." and tags[0x0132] == "2026:12:02 08:00:00"
+    assert 0x0112 not in tags  # applied to the pixels, so a viewer must not rotate them again
+    assert yotocodec.inspect(data).metadata.exif == decoded.info["exif"]
+
+
+def test_exif_without_its_prefix_is_stored_in_the_usual_form(model):
+    """WebP and some PNG writers give the bare TIFF structure; JPEG and Pillow spell it with ``Exif\\0\\0``."""
+    exif = Image.Exif()
+    exif[0x010F] = "Yoto Camera Co."
+    image = photo_crop(32, 32)
+    image.info["exif"] = exif.tobytes()[6:]
+    decoded = yotocodec.decode(yotocodec.encode(image, 50, model=model), model=model)
+    assert decoded.info["exif"] == exif.tobytes()
+
+
+def test_without_exif_keeps_the_orientation_and_drops_the_rest(model, tmp_path):
+    image = exif_jpeg(tmp_path, orientation=6)
+    decoded = yotocodec.decode(yotocodec.encode(yotocodec.without_exif(image), 60, model=model), model=model)
+    assert decoded.size == (40, 60) and "exif" not in decoded.info
+    assert "exif" in image.info  # the caller's image is left as it was
+
+
+def test_damaged_or_missing_metadata_is_refused(model):
+    image = with_profile(photo_crop(32, 32), srgb_profile())
+    image.info["exif"] = Image.Exif().tobytes()
+    header, strings = unpack(yotocodec.encode(image, 50, model=model))
+    assert (header.has_icc_profile, header.has_exif, len(strings)) == (True, True, 4)
+    for position, what in ((2, "ICC profile is not a valid profile"), (3, "EXIF block is not a valid EXIF block")):
+        damaged = list(strings)
+        damaged[position] = b"\0" * len(strings[position])
+        for call in (yotocodec.decode, yotocodec.inspect):  # a consistent CRC: only the stored bytes are wrong
+            with pytest.raises(yotocodec.YotoError, match=f"corrupt: the stored {what}"):
+                call(pack(header, damaged), model=model)
+    with pytest.raises(yotocodec.YotoError, match="invalid file: 3 strings for a RGB image, expected 4"):
+        yotocodec.decode(pack(header, strings[:3]), model=model)
+    plain = Header(header.model_id, header.lmbda_code, 32, 32, "RGB")
+    with pytest.raises(yotocodec.YotoError, match="invalid file: 4 strings for a RGB image, expected 2"):
+        yotocodec.decode(pack(plain, strings), model=model)
 
 
 QUALITIES = [0, 15, 30, 45, 60, 75, 90, 100]

@@ -85,6 +85,7 @@ def headers(draw: st.DrawFn) -> Header:
         height=height,
         mode=draw(st.sampled_from(MODES)),
         has_icc_profile=draw(st.booleans()),
+        has_exif=draw(st.booleans()),
     )
 
 
@@ -128,11 +129,15 @@ def test_layout_matches_the_spec() -> None:
     assert data[:13] == b"YOTO\x02\x01\x23\xab\xcd\x04\xd2\x01\x00"
 
 
-def test_the_flags_byte_says_whether_a_colour_profile_is_stored() -> None:
-    header = Header("0123abcd", 1234, 768, 512, "RGB", has_icc_profile=True)
-    data = pack(header, [b"y" * 20, b"z" * 5, b"profile"])
-    assert data == raw_file(flags=b"\x01", payload=(b"y" * 20, b"z" * 5, b"profile"))
-    assert unpack(data) == (header, [b"y" * 20, b"z" * 5, b"profile"])
+@pytest.mark.parametrize(
+    ("icc", "exif", "flags"), [(True, False, b"\x01"), (False, True, b"\x02"), (True, True, b"\x03")]
+)
+def test_the_flags_byte_says_which_metadata_is_stored(icc: bool, exif: bool, flags: bytes) -> None:
+    header = Header("0123abcd", 1234, 768, 512, "RGB", has_icc_profile=icc, has_exif=exif)
+    strings = [b"y" * 20, b"z" * 5] + [b"profile"] * icc + [b"exif"] * exif
+    data = pack(header, strings)
+    assert data == raw_file(flags=flags, payload=strings)
+    assert unpack(data) == (header, strings)
 
 
 def test_version_1_files_still_read() -> None:
@@ -205,6 +210,7 @@ def test_header_is_small_for_a_normal_photo() -> None:
         ({"mode": "CMYK"}, "unknown image mode"),
         ({"mode": "rgb"}, "unknown image mode"),
         ({"has_icc_profile": 1}, "has_icc_profile must be a bool"),
+        ({"has_exif": None}, "has_exif must be a bool"),
     ],
 )
 def test_header_rejects_bad_fields(kwargs: dict, match: str) -> None:
@@ -250,7 +256,7 @@ def test_unknown_mode_code(mode_code: int) -> None:
         unpack(raw_file(mode_code=mode_code))
 
 
-@pytest.mark.parametrize("flags", [0x02, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [0x04, 0x80, 0xFF])
 def test_unknown_flags(flags: int) -> None:
     with pytest.raises(YotoError, match=f"^invalid header: unknown flags 0x{flags:02x}$"):
         unpack(raw_file(flags=bytes([flags])))

@@ -14,10 +14,11 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 from . import pillow_plugin  # noqa: E402, F401  (registers the .yoto format with Pillow)
 from .codec import Info, decode, encode, inspect, load_model  # noqa: E402
 from .errors import YotoError  # noqa: E402
+from .metadata import Metadata, without_exif  # noqa: E402
 
 try:
     __version__ = version("yotocodec")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Info", "YotoError", "__version__", "decode", "encode", "inspect", "load_model"]
+__all__ = ["Info", "Metadata", "YotoError", "__version__", "decode", "encode", "inspect", "load_model", "without_exif"]

@@ -31,6 +31,7 @@ from .files import (
     shown,
     writable_format,
 )
+from .metadata import without_exif
 from .ratecontrol import encode_to_bpp, encode_to_psnr, encode_to_size
 
 
@@ -72,6 +73,7 @@ class EncodeTask:
     target_bpp: float | None = None
     target_psnr: float | None = None
     effort: int = 0
+    strip_exif: bool = False
 
     def __post_init__(self) -> None:
         settings = ("quality", "lmbda", "target_size", "target_bpp", "target_psnr")
@@ -89,6 +91,8 @@ class EncodeTask:
             model = load_model(self.model_path)
         with timer("read image"):
             image = read_image(source)
+            if self.strip_exif:
+                image = without_exif(image)
         trials = None
         with timer("encode"):
             if self.target_size is not None:
@@ -129,9 +133,9 @@ class DecodeTask:
             model = load_model(self.model_path)
         with timer("decode"):
             image = decode(data, model=model)
-        profile = image.info.get("icc_profile")  # not every Pillow writer looks in image.info for it
-        with timer("write"), open_output(output, self.force) as f:
-            image.save(f, format=fmt, **({"icc_profile": profile} if profile else {}))
+        metadata = {key: value for key in ("icc_profile", "exif") if (value := image.info.get(key))}
+        with timer("write"), open_output(output, self.force) as f:  # not every Pillow writer looks in image.info
+            image.save(f, format=fmt, **metadata)
         line = f"{shown(output, 'stdout')}: {image.width}×{image.height} {image.mode}"
         return f"{line}\n{timer.report()}" if self.verbose else line
 

@@ -110,6 +110,10 @@ def main() -> None:
     "--effort", type=click.IntRange(0, 3), default=0, show_default=True,
     help="Refine the latent of each image by gradient steps on its own loss: smaller files, slower encoding.",
 )  # fmt: skip
+@click.option(
+    "--strip-exif", is_flag=True,
+    help="Leave the EXIF block (capture date, camera, GPS position) out; its orientation is still applied.",
+)  # fmt: skip
 @jobs_option
 @model_option
 @force_option
@@ -123,6 +127,7 @@ def encode_command(
     target_bpp: float | None,
     target_psnr: float | None,
     effort: int,
+    strip_exif: bool,
     jobs: int,
     model_path: Path | None,
     force: bool,
@@ -131,7 +136,9 @@ def encode_command(
     """Compress image files to .yoto files (INPUT - reads stdin)."""
 
     def action() -> None:
-        task = EncodeTask(model_path, force, verbose, quality, lmbda, target_size, target_bpp, target_psnr, effort)
+        task = EncodeTask(
+            model_path, force, verbose, quality, lmbda, target_size, target_bpp, target_psnr, effort, strip_exif
+        )
         if code_files(task, inputs, output, ".yoto", jobs):
             sys.exit(1)
 
@@ -189,8 +196,11 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
         click.echo(f"image:    {info.width}×{info.height} {info.mode}")
         click.echo(f"quality:  {info.quality:.2f} ({lmbda})")
         click.echo(f"size:     {info.num_bytes} bytes, {info.bpp:.4f} bpp")
-        if info.icc_profile is not None:
-            click.echo(f"colour:   ICC profile, {len(info.icc_profile)} bytes")
+        stored = {"ICC profile": info.metadata.icc_profile, "EXIF": info.metadata.exif}
+        if any(stored.values()):
+            click.echo(
+                "metadata: " + "; ".join(f"{name}, {len(value)} bytes" for name, value in stored.items() if value)
+            )
         if model is not None and model.model_id == info.model_id:
             status = " (provisional model)" if model.meta.get("provisional") else ""
             click.echo(f"model:    {info.model_id}{status}, {model.path}")

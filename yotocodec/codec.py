@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from .container import LAMBDA_CODE_MAX, MAX_PIXELS, MAX_SIDE, Header, pack, unpack
 from .errors import YotoError
 from .isolation import run_isolated
+from .metadata import Metadata, read_metadata, stored_metadata
 from .model import YotoHyperprior, load_weights
 from .refine import refine_latent
 from .tiling import analysis, synthesis
@@ -106,8 +107,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Normalise any Pillow image into (RGB uint8 pixels, alpha plane or None, the mode to restore on decode).
+def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str, Metadata]:
+    """Normalise any Pillow image into (RGB uint8 pixels, alpha plane or None, the mode to restore on decode, and
+    the metadata that travels with it).
 
     EXIF orientation is applied; greyscale stays greyscale; palette images become RGB(A); CMYK and other colour
     spaces become RGB; transparency is kept as an alpha plane, which the codec stores losslessly.
@@ -122,6 +124,11 @@ def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]
             f"image of {image.width}×{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels "
             f"and {MAX_SIDE} a side"
         )
+    rgb, alpha, mode = _pixels(image)
+    return rgb, alpha, mode, read_metadata(image, mode)
+
+
+def _pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     if image.mode == "P" or image.mode == "PA":
         image = image.convert("RGBA" if image.has_transparency_data else "RGB")
     if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -134,24 +141,6 @@ def split_image(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]
         rgba = np.asarray(image.convert("RGBA"))
         return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3]), "RGBA"
     return np.asarray(image.convert("RGB")), None, "RGB"
-
-
-def icc_profile_for(image: Image.Image, mode: str) -> bytes | None:
-    """The image's embedded ICC profile when it describes the colours the codec keeps (RGB, or grey for L/LA).
-
-    Pixels are coded as they are, so a wide-gamut photo (Display P3, Adobe RGB) keeps its colours only if its
-    profile travels with it.  A profile for another colour space (CMYK, Lab), which no longer matches the pixels
-    after conversion, or bytes that are not an ICC profile, are left out.
-    """
-    profile = image.info.get("icc_profile")
-    if not isinstance(profile, bytes) or not _is_icc_profile(profile):
-        return None
-    return profile if profile[16:20] == (b"GRAY" if mode in ("L", "LA") else b"RGB ") else None
-
-
-def _is_icc_profile(data: bytes) -> bool:
-    """The ICC header's own checks: a profile states its length at offset 0 and carries ``acsp`` at offset 36."""
-    return len(data) >= 132 and int.from_bytes(data[:4], "big") == len(data) and data[36:40] == b"acsp"
 
 
 @torch.inference_mode()
@@ -167,12 +156,11 @@ def encode(
 
     ``effort`` 1–3 refines the latent of this image by gradient steps on its own rate–distortion loss (slower
     encoding, smaller files at the same quality); files decode the same way whatever the effort.  The image's ICC
-    colour profile travels with it (see :func:`icc_profile_for`).
+    profile and EXIF block travel with it (:mod:`yotocodec.metadata`; ``yotocodec.without_exif`` leaves the EXIF out).
     """
     net = _model(model)
     code = code_for(net, quality, lmbda)
-    rgb, alpha, mode = split_image(image)
-    profile = icc_profile_for(image, mode)
+    rgb, alpha, mode, metadata = split_image(image)
     h, w = rgb.shape[:2]
     left, right, top, bottom = compute_padding(h, w, min_div=net.downsampling_factor)[0]
     padded = np.pad(rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
@@ -184,19 +172,20 @@ def encode(
     strings, _ = net.compress_latent(y, emb)
     if alpha is not None:
         strings.append(zlib.compress(alpha.tobytes(), 9))
-    if profile is not None:
-        strings.append(profile)
-    return pack(Header(net.model_id, code, w, h, mode, profile is not None), strings)
+    strings += [value for value in (metadata.icc_profile, metadata.exif) if value is not None]
+    header = Header(net.model_id, code, w, h, mode, metadata.icc_profile is not None, metadata.exif is not None)
+    return pack(header, strings)
 
 
 @torch.inference_mode()
 def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
     """Decompress ``.yoto`` bytes to a Pillow image of the original size and mode (L, RGB, LA or RGBA).
 
-    An ICC profile stored with the image comes back in ``image.info["icc_profile"]``, where Pillow's writers find it.
+    A stored ICC profile and EXIF block come back in ``image.info`` (``icc_profile``, ``exif``), where Pillow's
+    writers find them.
     """
     header, strings = unpack(bytes(data))
-    profile = _stored_profile(header, strings)
+    metadata = _metadata(header, strings)
     net = _model(model)
     if header.model_id != net.model_id:
         raise YotoError(
@@ -217,21 +206,18 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
         image = image.convert("L")
     if has_alpha:
         image.putalpha(Image.fromarray(_inflate_alpha(strings[2], header.width, header.height), "L"))
-    if profile is not None:
-        image.info["icc_profile"] = profile
+    image.info.update(metadata.info())
     return image
 
 
-def _stored_profile(header: Header, strings: list[bytes]) -> bytes | None:
-    """Check that the file holds the strings its header promises; returns the ICC profile, if it has one."""
-    expected = 2 + (header.mode in ("LA", "RGBA")) + header.has_icc_profile
+def _metadata(header: Header, strings: list[bytes]) -> Metadata:
+    """Check that the file holds the strings its header promises; returns the metadata stored after the codes."""
+    coded = 2 + (header.mode in ("LA", "RGBA"))
+    expected = coded + header.has_icc_profile + header.has_exif
     if len(strings) != expected:
-        raise YotoError(f"invalid file: {len(strings)} coded strings for a {header.mode} image, expected {expected}")
-    if not header.has_icc_profile:
-        return None
-    if not _is_icc_profile(strings[-1]):
-        raise YotoError("corrupt: the stored ICC profile is not a valid profile")
-    return strings[-1]
+        raise YotoError(f"invalid file: {len(strings)} strings for a {header.mode} image, expected {expected}")
+    extra = iter(strings[coded:])
+    return stored_metadata(next(extra) if header.has_icc_profile else None, next(extra) if header.has_exif else None)
 
 
 def _inflate_alpha(data: bytes, width: int, height: int) -> np.ndarray:
@@ -257,7 +243,7 @@ class Info:
     lmbda: float | None
     model_id: str
     num_bytes: int
-    icc_profile: bytes | None = None
+    metadata: Metadata
 
     @property
     def bpp(self) -> float:
@@ -267,11 +253,11 @@ class Info:
 def inspect(data: bytes, *, model: ModelLike = None) -> Info:
     """Validate a ``.yoto`` file and describe it without decoding the image."""
     header, strings = unpack(bytes(data))
-    profile = _stored_profile(header, strings)
+    metadata = _metadata(header, strings)
     try:
         net = _model(model)
     except YotoError:
         net = None
     lmbda = lambda_from_code(net, header.lmbda_code) if net is not None and net.model_id == header.model_id else None
     quality = header.lmbda_code / LAMBDA_CODE_MAX * 100
-    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), profile)
+    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), metadata)

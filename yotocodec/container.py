@@ -16,8 +16,9 @@ from .errors import YotoError
 
 MAGIC = b"YOTO"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 is version 2 without the flags byte (no colour profile)
-FLAG_ICC_PROFILE = 0x01  # the last string is the image's ICC colour profile
+READABLE_VERSIONS = (1, 2)  # version 1 is version 2 without the flags byte (no metadata)
+FLAG_ICC_PROFILE = 0x01  # an ICC colour profile follows the coded strings
+FLAG_EXIF = 0x02  # an EXIF block follows them (after the profile, if both)
 MODES = ("L", "RGB", "LA", "RGBA")
 MAX_PIXELS = 1 << 26
 MAX_SIDE = 65535
@@ -52,7 +53,7 @@ def _check_size(width: int, height: int) -> None:
 @dataclass(frozen=True)
 class Header:
     """Everything the decoder needs besides the strings: which model, which rate point, the image geometry, and
-    whether the strings end with an ICC colour profile."""
+    which metadata strings (ICC profile, EXIF block) end the list."""
 
     model_id: str
     lmbda_code: int
@@ -60,6 +61,7 @@ class Header:
     height: int
     mode: str
     has_icc_profile: bool = False
+    has_exif: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not _MODEL_ID.fullmatch(self.model_id):
@@ -73,8 +75,9 @@ class Header:
         _check_size(self.width, self.height)
         if self.mode not in MODES:
             raise YotoError(f"invalid header: unknown image mode {self.mode!r} (expected one of {', '.join(MODES)})")
-        if not isinstance(self.has_icc_profile, bool):
-            raise YotoError(f"invalid header: has_icc_profile must be a bool, got {self.has_icc_profile!r}")
+        for name in ("has_icc_profile", "has_exif"):
+            if not isinstance(getattr(self, name), bool):
+                raise YotoError(f"invalid header: {name} must be a bool, got {getattr(self, name)!r}")
 
 
 def _varint(value: int) -> bytes:
@@ -114,7 +117,7 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
     head = bytearray(
         _FIXED.pack(MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.lmbda_code, MODES.index(header.mode))
     )
-    head.append(FLAG_ICC_PROFILE if header.has_icc_profile else 0)
+    head.append(FLAG_ICC_PROFILE * header.has_icc_profile | FLAG_EXIF * header.has_exif)
     head += _varint(header.width)
     head += _varint(header.height)
     head.append(len(strings))
@@ -145,7 +148,7 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
         if pos >= len(data):
             raise YotoError("truncated header: file ends before the flags")
         flags, pos = data[pos], pos + 1
-        if flags & ~FLAG_ICC_PROFILE:
+        if flags & ~(FLAG_ICC_PROFILE | FLAG_EXIF):
             raise YotoError(f"invalid header: unknown flags 0x{flags:02x}")
     width, pos = _read_varint(data, pos, _SIDE_VARINT_BYTES, "width")
     height, pos = _read_varint(data, pos, _SIDE_VARINT_BYTES, "height")
@@ -164,7 +167,8 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
         lengths.append(length)
     if pos + _CRC.size > len(data):
         raise YotoError("truncated header: file ends inside the CRC32 field")
-    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code], bool(flags & FLAG_ICC_PROFILE))
+    has_icc_profile, has_exif = bool(flags & FLAG_ICC_PROFILE), bool(flags & FLAG_EXIF)
+    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code], has_icc_profile, has_exif)
     return header, lengths, pos
 
 

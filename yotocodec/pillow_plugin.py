@@ -1,7 +1,7 @@
 """Pillow integration, registered by ``import yotocodec``: ``Image.open("x.yoto")`` and ``img.save("x.yoto")``.
 
 Opening validates the whole file (header, length, CRC32) and fills ``info`` with quality, λ, bpp, model id and
-the ICC profile, if the file has one (``icc_profile``, where Pillow's writers look for it);
+the stored ICC profile and EXIF block, if any (``icc_profile``, ``exif``: where Pillow's writers look for them);
 pixels are decoded, with the default model (or ``$YOTOCODEC_MODEL``), only when Pillow loads the image.
 Saving takes ``quality=`` (0–100) or ``lmbda=``, and ``model=`` (a path or a loaded model).
 """
@@ -35,8 +35,7 @@ class YotoImageFile(ImageFile.ImageFile):
         self._size = (info.width, info.height)
         self._mode = info.mode
         self.info.update(quality=info.quality, lmbda=info.lmbda, bpp=info.bpp, model_id=info.model_id)
-        if info.icc_profile is not None:
-            self.info["icc_profile"] = info.icc_profile
+        self.info.update(info.metadata.info())
         self.tile = [ImageFile._Tile("yoto", (0, 0, *self.size), 0)]
 
 
