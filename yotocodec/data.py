@@ -2,7 +2,8 @@
 
 Two CPU cores cannot afford to decode JPEGs in the training loop, so every image is decoded once (uint8, RGB) and
 each patch is a random crop of ``patch / s`` pixels resized to ``patch`` (antialiased) for a fresh random
-``s`` in ``scale_range``: downscaling hides the JPEG block artefacts of the source photos.
+``s`` in ``scale_range``: downscaling hides the JPEG block artefacts of the source photos.  The decoded images are
+kept on the training device and the patches are cut there, so a GPU does not wait for the CPU to prepare them.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def load_rgb(path: str | Path) -> np.ndarray:
         return np.array(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def image_to_tensor(image: np.ndarray) -> Tensor:
-    """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+def image_to_tensor(image: np.ndarray | Tensor) -> Tensor:
+    """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float in [0, 1], on the input's device."""
+    pixels = torch.from_numpy(image) if isinstance(image, np.ndarray) else image
+    return pixels.contiguous().permute(2, 0, 1)[None].float().div_(255)
 
 
 class PatchSampler:
@@ -50,12 +52,13 @@ class PatchSampler:
         rank: int = 0,
         world_size: int = 1,
         progress: bool = True,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.patch = patch
         self.scale_range = scale_range
         files = list_images(root)[rank::world_size]
         self.images = [
-            img
+            torch.from_numpy(img).to(device)
             for img in (load_rgb(f) for f in tqdm(files, desc="decoding training images", disable=not progress))
             if min(img.shape[:2]) >= patch
         ]
@@ -66,7 +69,7 @@ class PatchSampler:
         return len(self.images)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Tensor:
-        """A ``(B, 3, patch, patch)`` float batch in [0, 1]."""
+        """A ``(B, 3, patch, patch)`` float batch in [0, 1], on the device the images are kept on."""
         return torch.cat([self._one(rng) for _ in range(batch_size)])
 
     def _one(self, rng: np.random.Generator) -> Tensor:

@@ -202,7 +202,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         else:  # other ranks' streams were not saved: derive fresh, distinct ones
             rng = np.random.default_rng([cfg.seed, rank, step])
 
-    sampler = PatchSampler(cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main)
+    sampler = PatchSampler(
+        cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main, device=device
+    )
     val_images = []
     if is_main and cfg.val_dir and Path(cfg.val_dir).is_dir():
         val_images = [load_rgb(p) for p in list_images(cfg.val_dir)[: cfg.val_images]]
