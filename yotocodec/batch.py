@@ -31,7 +31,7 @@ from .files import (
     shown,
     writable_format,
 )
-from .metadata import without_exif
+from .metadata import INFO_KEYS, without_exif
 from .ratecontrol import encode_to_bpp, encode_to_psnr, encode_to_size
 
 
@@ -133,7 +133,7 @@ class DecodeTask:
             model = load_model(self.model_path)
         with timer("decode"):
             image = decode(data, model=model)
-        metadata = {key: value for key in ("icc_profile", "exif") if (value := image.info.get(key))}
+        metadata = {key: value for key in INFO_KEYS if (value := image.info.get(key))}
         with timer("write"), open_output(output, self.force) as f:  # not every Pillow writer looks in image.info
             image.save(f, format=fmt, **metadata)
         line = f"{shown(output, 'stdout')}: {image.width}×{image.height} {image.mode}"

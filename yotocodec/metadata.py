@@ -16,6 +16,7 @@ from .errors import YotoError
 
 EXIF_PREFIX = b"Exif\x00\x00"  # how JPEG's APP1 segment and Pillow spell an EXIF block; PNG and WebP omit it
 _TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
+INFO_KEYS = ("icc_profile", "exif")  # Pillow's names, in image.info and as writer options
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class Metadata:
     exif: bytes | None = None
 
     def info(self) -> dict[str, bytes]:
-        """The entries for a Pillow image's ``info``."""
-        return {key: value for key, value in (("icc_profile", self.icc_profile), ("exif", self.exif)) if value}
+        """The entries for a Pillow image's ``info`` (or a Pillow writer's options)."""
+        return {key: value for key, value in zip(INFO_KEYS, (self.icc_profile, self.exif), strict=True) if value}
 
 
 def read_metadata(image: Image.Image, mode: str) -> Metadata:
