@@ -38,9 +38,8 @@ def read_metadata(image: Image.Image, mode: str) -> Metadata:
     longer fits once the pixels are converted to RGB.  Bytes that are not a profile or an EXIF block are left out.
     """
     profile = image.info.get("icc_profile")
-    if not isinstance(profile, bytes) or not is_icc_profile(profile):
-        profile = None
-    elif profile[16:20] != (b"GRAY" if mode in ("L", "LA") else b"RGB "):
+    colour_space = b"GRAY" if mode in ("L", "LA") else b"RGB "
+    if not (isinstance(profile, bytes) and is_icc_profile(profile) and profile[16:20] == colour_space):
         profile = None
     exif = image.info.get("exif")
     if isinstance(exif, bytes) and not exif.startswith(EXIF_PREFIX):
