@@ -16,7 +16,7 @@ from conftest import synthetic
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.model import FiLM, ModelConfig, YotoHyperprior, load_weights, save_weights
 from yotocodec.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -376,3 +376,62 @@ def test_weight_average_is_kept_resumed_validated_and_exported(image_dir, tmp_pa
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--ema-decay", "0.5"])
     assert run.exit_code == 0, run.output  # the decay may be changed for the rest of a run
     assert torch.load(ckpt, weights_only=False)["config"]["ema_decay"] == 0.5
+
+
+def test_under_bf16_autocast_only_the_transforms_lose_precision():
+    torch.manual_seed(0)
+    model = YotoHyperprior(TINY).eval()
+    x, lmbda = torch.rand(2, 3, 64, 64), torch.tensor([0.002, 0.2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, lmbda)
+    assert out["x_hat"].dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in out["likelihoods"].values())  # the rate is computed in float32
+    emb = model.embed(lmbda)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model.g_a(x, emb)
+        z = model.h_a(model.hyper_input(y.float()), emb)
+    assert y.dtype == torch.bfloat16  # ... the transforms did run in bfloat16
+    # The entropy models saw float32 inputs: the hyper-latent's likelihoods are exactly those of float32 z.
+    _, z_likelihoods = model.entropy_bottleneck(z.float())
+    assert torch.equal(out["likelihoods"]["z"], z_likelihoods)
+    reference = model(x, lmbda)
+    assert torch.allclose(out["x_hat"], reference["x_hat"], atol=0.05)  # close to, not equal to, float32
+    assert not torch.equal(out["x_hat"], reference["x_hat"])
+
+
+def test_a_bf16_run_trains_records_its_precision_and_resumes_in_fp32(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64"]
+    first = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--N", "16", "--M", "16", "--steps", "2",
+                                      "--precision", "bf16", *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (saved["step"], saved["config"]["precision"]) == (2, "bf16")
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())  # master weights
+    log = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert log and all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in log if "loss" in r)
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--precision", "fp32",
+                                    "--steps", "3"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (resumed["step"], resumed["config"]["precision"]) == (3, "fp32")
+
+
+def test_a_film_floor_bounds_the_scales_and_lets_the_gradient_raise_them(tmp_path):
+    film = FiLM(4, 8, floor=0.01)
+    with torch.no_grad():
+        film.head.bias[:2] = -10.0  # channels 0 and 1 switched off, as the shipped model's dead latent channels
+    x, emb = torch.ones(1, 4, 2, 2), torch.zeros(1, 8)
+    out = film(x, emb)
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.01, 0.01, 1.0, 1.0]))
+    out.sum().backward()  # a loss that wants smaller outputs: the floored scales get no gradient
+    assert torch.all(film.head.bias.grad[:2] == 0) and torch.all(film.head.bias.grad[2:4] > 0)
+    film.zero_grad()
+    (-film(x, emb)).sum().backward()  # ... one that wants them larger can raise them
+    assert torch.all(film.head.bias.grad[:2] < 0)
+    # A floored model goes through a weights file and the codec.
+    model = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2, film_floor=0.01))
+    save_weights(model, tmp_path / "floored.pt")
+    loaded, _ = load_weights(tmp_path / "floored.pt")
+    assert loaded.config.film_floor == 0.01
+    image = synthetic(70, 50, seed=3)
+    assert yotocodec.decode(yotocodec.encode(image, quality=50, model=loaded), model=loaded).size == image.size

@@ -249,8 +249,8 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --steps (e.g. to extend a finished run), --max-minutes and the λ range "
-    "(--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --compile, --precision, --steps (e.g. to extend a finished run), --max-minutes and the λ "
+    "range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")
@@ -290,6 +290,22 @@ def recipe_options(command: Callable) -> Callable:
     show_default=True,
     help="Run training through torch.compile: faster steps after a minute or so of compiling.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in float32). Faster on "
+    "GPUs and on CPUs with AMX or AVX512-BF16.",
+)
+@click.option(
+    "--film-floor",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=ModelConfig.film_floor,
+    show_default=True,
+    help="Lower bound on every FiLM scale (e.g. 0.01; 0: none), so that no latent channel is switched off for good. "
+    "New models only.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data: Path,
@@ -314,6 +330,8 @@ def train(
     ema_decay: float,
     decoder_quantizer: str,
     compile: bool,
+    precision: str,
+    film_floor: float,
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
@@ -331,6 +349,7 @@ def train(
             ema_decay=ema_decay,
             decoder_quantizer=decoder_quantizer,
             compile=compile,
+            precision=precision,
             steps=steps,
         )
         cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
@@ -344,14 +363,17 @@ def train(
         if val_dir is None and DEFAULT_KODAK.is_dir():
             val_dir = DEFAULT_KODAK
         lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
-        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi)
+        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi, film_floor=film_floor)
         if init_from and not fixed_lambda:  # by default a run continues the starting model's networks and λ range
             try:
                 start = load_weights(init_from)[0].config
             except ValueError as exc:
                 raise click.ClickException(str(exc)) from None
             model = replace(
-                start, **_model_fields(_given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max))
+                start,
+                **_model_fields(
+                    _given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max, film_floor=film_floor)
+                ),
             )
         cfg = training.TrainConfig(
             data=str(data),
@@ -371,6 +393,7 @@ def train(
             ema_decay=ema_decay,
             decoder_quantizer=decoder_quantizer,
             compile=compile,
+            precision=precision,
             seed=seed,
         )
     try:

@@ -60,6 +60,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (see _average_into)
     decoder_quantizer: str = "noise"  # "ste": g_s trains on the rounded latent (YotoHyperprior.forward)
     compile: bool = False  # run the training forward and backward through torch.compile (see train)
+    precision: str = "fp32"  # "bf16": the transforms run under bfloat16 autocast (see train)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -216,6 +217,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         net = DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
         )
+    # bfloat16 transforms (the entropy models stay in float32, YotoHyperprior.forward; validation in float32): on
+    # the 2-core Intel Xeon with AMX a step took 0.17 s against 0.37 s.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     if cfg.compile:  # fused kernels: measured 1.17x the steps/s on the 2-core CPU, after about a minute of compiling
         net = torch.compile(net)
 
@@ -255,7 +259,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
 
-            out = net(x, lmbda, ste=cfg.decoder_quantizer == "ste")
+            with autocast:
+                out = net(x, lmbda, ste=cfg.decoder_quantizer == "ste")
             mse = mse_per_example(x, out["x_hat"])
             bpp = bpp_from_likelihoods(out["likelihoods"], x.shape[-2] * x.shape[-1])
             loss = (loss_weights(cfg, lmbda) * (lmbda * 255**2 * mse + bpp)).mean()
