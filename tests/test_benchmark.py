@@ -6,10 +6,12 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import synthetic
 from PIL import Image
@@ -19,6 +21,8 @@ from benchmarks.anchors import load_anchors
 from benchmarks.baselines import baseline_lambdas, claim
 from benchmarks.baselines import main as baselines_main
 from benchmarks.bd import bd_psnr, bd_rate, msssim_db
+from benchmarks.channels import channel_bits, channel_use
+from benchmarks.channels import main as channels_main
 from benchmarks.codecs import CODECS, measure
 from benchmarks.images import sample_images
 from benchmarks.rd import main
@@ -342,3 +346,32 @@ def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path)
     run = CliRunner().invoke(baselines_main, args)  # the lock went with its holder
     assert run.exit_code == 0, run.output
     assert (tmp_path / "out" / "lambda-0.2.pt").exists()
+
+
+def test_channel_use_counts_the_channels_a_film_switches_off(tmp_path):
+    torch.manual_seed(0)
+    model = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)).eval()
+    arrays = tuple(np.array(synthetic(96, 80, seed=i)) for i in range(2))
+    before = channel_use(model, arrays)
+    assert [r.lmbda for r in before] == pytest.approx([0.002, 0.02, 0.2])
+    assert [r.switched_off for r in before] == [0, 0, 0]
+    assert all(1 <= r.hold_99 <= 16 and 0 <= r.live <= 16 for r in before)
+    assert channel_bits(model, arrays, 0.02).shape == (16,)
+    with torch.no_grad():
+        model.g_a[-1].head.bias[:5] = -20.0  # switch off latent channels 0-4 at every λ
+    assert [r.switched_off for r in channel_use(model, arrays)] == [5, 5, 5]
+    # The command reads weights files and training checkpoints alike.
+    save_weights(model, tmp_path / "w.pt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    synthetic(96, 80, seed=5).save(folder / "a.png")
+    run = CliRunner().invoke(channels_main, [str(tmp_path / "w.pt"), "--images", str(folder)])
+    assert run.exit_code == 0, run.output
+    assert "M = 16, 1 images" in run.output and run.output.count(" 5 |\n") == 3
+    checkpoint = {"config": {"model": asdict(model.config)}, "model": model.state_dict(), "step": 7}
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    run = CliRunner().invoke(channels_main, [str(tmp_path / "checkpoint.pt"), "--images", str(folder)])
+    assert run.exit_code == 0, run.output
+    assert "(step 7)" in run.output and run.output.count(" 5 |\n") == 3
+    run = CliRunner().invoke(channels_main, [str(tmp_path / "checkpoint.pt"), "--ema", "--images", str(folder)])
+    assert run.exit_code == 1 and "no weight average" in run.output

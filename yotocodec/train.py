@@ -379,13 +379,8 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
     ``provisional`` marks an early checkpoint shipped before the model meets its quality bar (shown by ``info``);
     ``ema`` exports the run's weight average (``ema_decay``) instead of its current weights.
     """
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if ema and "ema" not in ckpt:
-        raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
+    model, ckpt = model_from_checkpoint(checkpoint, ema)
     cfg = ckpt["config"]
-    model = YotoHyperprior(ModelConfig(**cfg["model"]))
-    model.load_state_dict(ckpt["ema" if ema else "model"])
-    model.eval()
     before = ckpt.get("before", {})  # what the weights a run started from (--init-from) had been trained for
     meta = {
         "steps": before.get("steps", 0) + ckpt["step"],
@@ -397,6 +392,16 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
         **({"ema_decay": cfg["ema_decay"]} if ema else {}),
     }
     return save_weights(model, output, meta)
+
+
+def model_from_checkpoint(checkpoint: str | Path, ema: bool = False) -> tuple[YotoHyperprior, dict]:
+    """The model (eval mode; its weight average with ``ema``) of a training checkpoint, and the checkpoint."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if ema and "ema" not in ckpt:
+        raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
+    model = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
+    model.load_state_dict(ckpt["ema" if ema else "model"])
+    return model.eval(), ckpt
 
 
 def config_from_checkpoint(checkpoint: str | Path, **overrides: object) -> TrainConfig:
