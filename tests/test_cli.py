@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import photo_crop, sane_psnr, srgb_profile, synthetic
 from PIL import Image
 
 import yotocodec
 from yotocodec.cli import main
+from yotocodec.codec import default_model_path
 from yotocodec.metrics import psnr
 
 
@@ -192,6 +194,12 @@ def test_bad_model_file(png, tmp_path):
     fake = tmp_path / "fake.pt"
     fake.write_bytes(b"not weights")
     assert_fails(["encode", png, "--model", fake, "-o", tmp_path / "x.yoto"], "not a yotocodec weights file", tmp_path)
+    # A weights file whose model has a setting this version does not know (one from a newer yotocodec).
+    payload = torch.load(default_model_path(), weights_only=True)
+    payload["config"]["new_setting"] = 1
+    newer = tmp_path / "newer.pt"
+    torch.save(payload, newer)
+    assert_fails(["encode", png, "--model", newer, "-o", tmp_path / "x.yoto"], "written by a newer yotocodec", tmp_path)
 
 
 def test_console_script_reports_without_traceback(tmp_path):

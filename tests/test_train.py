@@ -16,7 +16,7 @@ from conftest import synthetic
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.model import FiLM, ModelConfig, YotoHyperprior, load_weights, save_weights
+from yotocodec.model import ModelConfig, YotoHyperprior
 from yotocodec.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -414,24 +414,3 @@ def test_a_bf16_run_trains_records_its_precision_and_resumes_in_fp32(image_dir, 
     assert run.exit_code == 0, run.output
     resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert (resumed["step"], resumed["config"]["precision"]) == (3, "fp32")
-
-
-def test_a_film_floor_bounds_the_scales_and_lets_the_gradient_raise_them(tmp_path):
-    film = FiLM(4, 8, floor=0.01)
-    with torch.no_grad():
-        film.head.bias[:2] = -10.0  # channels 0 and 1 switched off, as the shipped model's dead latent channels
-    x, emb = torch.ones(1, 4, 2, 2), torch.zeros(1, 8)
-    out = film(x, emb)
-    assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.01, 0.01, 1.0, 1.0]))
-    out.sum().backward()  # a loss that wants smaller outputs: the floored scales get no gradient
-    assert torch.all(film.head.bias.grad[:2] == 0) and torch.all(film.head.bias.grad[2:4] > 0)
-    film.zero_grad()
-    (-film(x, emb)).sum().backward()  # ... one that wants them larger can raise them
-    assert torch.all(film.head.bias.grad[:2] < 0)
-    # A floored model goes through a weights file and the codec.
-    model = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2, film_floor=0.01))
-    save_weights(model, tmp_path / "floored.pt")
-    loaded, _ = load_weights(tmp_path / "floored.pt")
-    assert loaded.config.film_floor == 0.01
-    image = synthetic(70, 50, seed=3)
-    assert yotocodec.decode(yotocodec.encode(image, quality=50, model=loaded), model=loaded).size == image.size

@@ -298,14 +298,6 @@ def recipe_options(command: Callable) -> Callable:
     help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in float32). Faster on "
     "GPUs and on CPUs with AMX or AVX512-BF16.",
 )
-@click.option(
-    "--film-floor",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=ModelConfig.film_floor,
-    show_default=True,
-    help="Lower bound on every FiLM scale (e.g. 0.01; 0: none), so that no latent channel is switched off for good. "
-    "New models only.",
-)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data: Path,
@@ -331,7 +323,6 @@ def train(
     decoder_quantizer: str,
     compile: bool,
     precision: str,
-    film_floor: float,
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
@@ -363,17 +354,14 @@ def train(
         if val_dir is None and DEFAULT_KODAK.is_dir():
             val_dir = DEFAULT_KODAK
         lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
-        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi, film_floor=film_floor)
+        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi)
         if init_from and not fixed_lambda:  # by default a run continues the starting model's networks and λ range
             try:
                 start = load_weights(init_from)[0].config
             except ValueError as exc:
                 raise click.ClickException(str(exc)) from None
             model = replace(
-                start,
-                **_model_fields(
-                    _given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max, film_floor=film_floor)
-                ),
+                start, **_model_fields(_given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max))
             )
         cfg = training.TrainConfig(
             data=str(data),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,7 +18,6 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
-from compressai.ops import LowerBound
 from torch import Tensor, nn
 
 WEIGHTS_FORMAT = "yotocodec-weights"
@@ -37,15 +35,12 @@ class ModelConfig:
     lmbda_min: float = 0.0015
     lmbda_max: float = 0.2
     cond_dim: int = 64
-    film_floor: float = 0.0  # > 0: lower bound on every FiLM scale, so that no channel can be switched off for good
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if not 0 < self.lmbda_min <= self.lmbda_max:
             raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
-        if not 0 <= self.film_floor < 1:
-            raise ValueError(f"bad FiLM scale floor {self.film_floor}")
 
     def normalisation(self) -> tuple[float, float]:
         """(a, b) of the map log λ ↦ a·log λ + b onto [-1, 1] over the trained range (a single-λ model: a = b = 0)."""
@@ -61,26 +56,17 @@ class ModelConfig:
 
 
 class FiLM(nn.Module):
-    """Per-channel scale exp(γ(λ)) and shift β(λ); zero-initialised, so it starts as the identity.
+    """Per-channel scale exp(γ(λ)) and shift β(λ); zero-initialised, so it starts as the identity."""
 
-    Once exp(γ) of a channel is tiny at every λ its gradient is tiny too and the channel stays off for good (the
-    model card found 106 of 192 latent channels so); a ``floor`` > 0 bounds the scale from below, with CompressAI's
-    LowerBound letting the gradient push it back up.
-    """
-
-    def __init__(self, channels: int, cond_dim: int, floor: float = 0.0) -> None:
+    def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()
         self.head = nn.Linear(cond_dim, 2 * channels)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.floor = LowerBound(floor) if floor > 0 else None
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         log_scale, shift = self.head(emb)[:, :, None, None].chunk(2, dim=1)
-        scale = torch.exp(log_scale)
-        if self.floor is not None:
-            scale = self.floor(scale).to(scale.dtype)
-        return x * scale + shift
+        return x * torch.exp(log_scale) + shift
 
 
 class ConditionalSequential(nn.Sequential):
@@ -102,39 +88,38 @@ class YotoHyperprior(CompressionModel):
         self.config = config
         N, M, C = config.N, config.M, config.cond_dim
         mean_scale = config.arch == "mean-scale"
-        film = partial(FiLM, cond_dim=C, floor=config.film_floor)
 
         self.cond = nn.Sequential(nn.Linear(1, C), nn.ReLU(), nn.Linear(C, C), nn.ReLU())
         self.g_a = ConditionalSequential(
-            conv(3, N), GDN(N), film(N),
-            conv(N, N), GDN(N), film(N),
-            conv(N, N), GDN(N), film(N),
-            conv(N, M), film(M),
+            conv(3, N), GDN(N), FiLM(N, C),
+            conv(N, N), GDN(N), FiLM(N, C),
+            conv(N, N), GDN(N), FiLM(N, C),
+            conv(N, M), FiLM(M, C),
         )  # fmt: skip
         self.g_s = ConditionalSequential(
-            film(M),
-            deconv(M, N), GDN(N, inverse=True), film(N),
-            deconv(N, N), GDN(N, inverse=True), film(N),
-            deconv(N, N), GDN(N, inverse=True), film(N),
+            FiLM(M, C),
+            deconv(M, N), GDN(N, inverse=True), FiLM(N, C),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
             deconv(N, 3),
         )  # fmt: skip
         act = nn.LeakyReLU if mean_scale else nn.ReLU
         self.h_a = ConditionalSequential(
-            conv(M, N, stride=1, kernel_size=3), act(), film(N),
-            conv(N, N), act(), film(N),
+            conv(M, N, stride=1, kernel_size=3), act(), FiLM(N, C),
+            conv(N, N), act(), FiLM(N, C),
             conv(N, N),
         )  # fmt: skip
         if mean_scale:
             H = M * 3 // 2
             self.h_s = ConditionalSequential(
-                deconv(N, M), act(), film(M),
-                deconv(M, H), act(), film(H),
+                deconv(N, M), act(), FiLM(M, C),
+                deconv(M, H), act(), FiLM(H, C),
                 conv(H, 2 * M, stride=1, kernel_size=3),
             )  # fmt: skip
         else:
             self.h_s = ConditionalSequential(
-                deconv(N, N), act(), film(N),
-                deconv(N, N), act(), film(N),
+                deconv(N, N), act(), FiLM(N, C),
+                deconv(N, N), act(), FiLM(N, C),
                 conv(N, M, stride=1, kernel_size=3), act(),
             )  # fmt: skip
         self.entropy_bottleneck = EntropyBottleneck(N)
