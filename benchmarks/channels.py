@@ -94,7 +94,7 @@ def load_any(path: Path, ema: bool) -> tuple[YotoHyperprior, str]:
 def main(path: Path, ema: bool, images: Path, limit: int) -> None:
     try:
         model, label = load_any(path, ema)
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise click.ClickException(f"{path}: not a weights file or training checkpoint of this model ({exc})") from None
     image_set = images_mod.load_folder(images, limit=limit)
     click.echo(f"{label}, M = {model.config.M}, {len(image_set.names)} images from {image_set.source}")

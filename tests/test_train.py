@@ -414,3 +414,15 @@ def test_a_bf16_run_trains_records_its_precision_and_resumes_in_fp32(image_dir, 
     assert run.exit_code == 0, run.output
     resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert (resumed["step"], resumed["config"]["precision"]) == (3, "fp32")
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused_in_one_line(image_dir, tmp_path):
+    train(tiny_config(image_dir, tmp_path, steps=1), progress=False)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    checkpoint["config"]["model"]["new_setting"] = 1
+    torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
+    for args in (["train", "--run-dir", str(tmp_path), "--resume"],
+                 ["export", str(tmp_path / CHECKPOINT_NAME), "-o", str(tmp_path / "w.pt")]):  # fmt: skip
+        run = CliRunner().invoke(main, args)
+        assert run.exit_code == 1 and "written by a newer yotocodec" in run.output, run.output
+        assert not (tmp_path / "w.pt").exists()

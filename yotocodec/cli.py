@@ -343,7 +343,10 @@ def train(
             precision=precision,
             steps=steps,
         )
-        cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
+        try:
+            cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
         if new_range and cfg.fixed_lambda is not None:
             raise click.ClickException("a fixed-λ run has no λ range to change")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +41,14 @@ class ModelConfig:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if not 0 < self.lmbda_min <= self.lmbda_max:
             raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
+
+    @classmethod
+    def from_dict(cls, settings: dict, source: str | Path) -> ModelConfig:
+        """The settings stored in a weights file or checkpoint; ones this version does not know are an error."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{source}: written by a newer yotocodec (unknown model settings {unknown})")
+        return cls(**settings)
 
     def normalisation(self) -> tuple[float, float]:
         """(a, b) of the map log λ ↦ a·log λ + b onto [-1, 1] over the trained range (a single-λ model: a = b = 0)."""
@@ -257,11 +265,7 @@ def load_weights(path: str | Path) -> tuple[YotoHyperprior, dict]:
         raise ValueError(f"{path}: not a yotocodec weights file")
     if payload.get("version") != WEIGHTS_VERSION:
         raise ValueError(f"{path}: unsupported weights version {payload.get('version')!r}")
-    try:
-        config = ModelConfig(**payload["config"])
-    except TypeError:  # a field this version does not know
-        raise ValueError(f"{path}: written by a newer yotocodec (model settings {sorted(payload['config'])})") from None
-    model = YotoHyperprior(config)
+    model = YotoHyperprior(ModelConfig.from_dict(payload["config"], path))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     model.model_id = state_hash(payload["state_dict"])

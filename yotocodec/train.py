@@ -168,11 +168,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         else {"steps": init_meta.get("steps", 0), "train_hours": init_meta.get("train_hours", 0.0)}
     )
     if ckpt is not None:
-        if not _same_network(ModelConfig(**ckpt["config"]["model"]), cfg.model) or (
+        if not _same_network(ModelConfig.from_dict(ckpt["config"]["model"], ckpt_path), cfg.model) or (
             ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda
         ):
             raise ValueError(f"{ckpt_path} belongs to a run with another model or λ; use another --run-dir")
-        model = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
+        model = YotoHyperprior(ModelConfig.from_dict(ckpt["config"]["model"], ckpt_path))
         model.load_state_dict(ckpt["model"])
     elif init is not None:
         if not _same_network(init.config, cfg.model):
@@ -399,7 +399,7 @@ def model_from_checkpoint(checkpoint: str | Path, ema: bool = False) -> tuple[Yo
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if ema and "ema" not in ckpt:
         raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
-    model = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
+    model = YotoHyperprior(ModelConfig.from_dict(ckpt["config"]["model"], checkpoint))
     model.load_state_dict(ckpt["ema" if ema else "model"])
     return model.eval(), ckpt
 
@@ -407,6 +407,6 @@ def model_from_checkpoint(checkpoint: str | Path, ema: bool = False) -> tuple[Yo
 def config_from_checkpoint(checkpoint: str | Path, **overrides: object) -> TrainConfig:
     """The TrainConfig a checkpoint was written with, with some fields changed (e.g. ``max_minutes``)."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
-    saved["model"] = ModelConfig(**saved["model"])
+    saved["model"] = ModelConfig.from_dict(saved["model"], checkpoint)
     saved.setdefault("lambda_weighting", 0.0)  # runs started before the option existed trained unweighted
     return replace(TrainConfig(**saved), **overrides)
