@@ -81,6 +81,8 @@ def claim(run_dir: Path) -> Iterator[bool]:
 @recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
 @click.option("--compile/--no-compile", default=False, show_default=True, help="As `yotocodec train --compile`.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="As `yotocodec train --precision`.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(
     runs: Path,
@@ -99,6 +101,7 @@ def main(
     lambda_weighting: float,
     max_minutes: float | None,
     compile: bool,
+    precision: str,
     out: Path,
 ) -> None:
     """Train and export the per-λ baselines and a single model with exactly their budget."""
@@ -112,6 +115,7 @@ def main(
         lambda_weighting=lambda_weighting,
         steps=steps,
         compile=compile,
+        precision=precision,
     )
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else math.inf
     out.mkdir(parents=True, exist_ok=True)

@@ -320,10 +320,12 @@ def test_baselines_give_the_single_model_its_own_budget_in_its_own_run(tmp_path)
     synthetic(160, 150, seed=0).save(data / "0.png")
     args = ["--runs", str(tmp_path / "runs"), "--data", str(data), "--steps", "1", "--single-steps", "2",
             "--count", "2", "--N", "16", "--M", "16", "--batch-size", "2", "--patch-size", "64",
-            "--out", str(tmp_path / "out")]  # fmt: skip
+            "--out", str(tmp_path / "out"), "--precision", "bf16"]  # fmt: skip
     run = CliRunner().invoke(baselines_main, args)
     assert run.exit_code == 0, run.output
     assert "single-2: 2 steps, exported" in run.output
+    saved = torch.load(tmp_path / "runs" / "single-2" / "checkpoint.pt", weights_only=False)
+    assert saved["config"]["precision"] == "bf16"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lambda-0.0015.pt", "lambda-0.2.pt", "single-2.pt"]
     assert yotocodec.load_model(tmp_path / "out" / "single-2.pt").meta["steps"] == 2
     assert yotocodec.load_model(tmp_path / "out" / "lambda-0.2.pt").meta["steps"] == 1
