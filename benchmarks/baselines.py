@@ -29,7 +29,7 @@ import numpy as np
 
 from yotocodec.cli import recipe_options
 from yotocodec.model import ModelConfig
-from yotocodec.train import CHECKPOINT_NAME, TrainConfig, export, train
+from yotocodec.train import CHECKPOINT_NAME, PRECISIONS, TrainConfig, export, train
 
 DEFAULT_DATA = Path("../shared/data/train")
 DEFAULT_OUT = Path("models/baselines")
@@ -81,7 +81,7 @@ def claim(run_dir: Path) -> Iterator[bool]:
 @recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
 @click.option("--compile/--no-compile", default=False, show_default=True, help="As `yotocodec train --compile`.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="As `yotocodec train --precision`.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(

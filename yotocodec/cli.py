@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from . import train as training
 from .batch import DecodeTask, EncodeTask, code_files
 from .codec import DEFAULT_QUALITY, inspect, load_model
 from .errors import YotoError
@@ -292,7 +293,7 @@ def recipe_options(command: Callable) -> Callable:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(training.PRECISIONS),
     default="fp32",
     show_default=True,
     help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in float32). Faster on "
@@ -326,8 +327,6 @@ def train(
     seed: int,
 ) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
-    from . import train as training
-
     checkpoint = run_dir / training.CHECKPOINT_NAME
     if resume:
         if not checkpoint.exists():
@@ -413,10 +412,8 @@ def _model_fields(options: dict[str, object]) -> dict[str, object]:
 @click.option("--ema", is_flag=True, help="Export the run's moving average of the weights (train --ema-decay).")
 def export(checkpoint: Path, output: Path, provisional: bool, ema: bool) -> None:
     """Write a shippable weights file (model only, float16 parameters) from a training checkpoint."""
-    from .train import export as export_weights
-
     try:
-        model_id = export_weights(checkpoint, output, provisional, ema=ema)
+        model_id = training.export(checkpoint, output, provisional, ema=ema)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {output} (model id {model_id}, {output.stat().st_size / 1e6:.1f} MB)")

@@ -34,6 +34,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -60,7 +63,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: also keep an exponential moving average of the weights (see _average_into)
     decoder_quantizer: str = "noise"  # "ste": g_s trains on the rounded latent (YotoHyperprior.forward)
     compile: bool = False  # run the training forward and backward through torch.compile (see train)
-    precision: str = "fp32"  # "bf16": the transforms run under bfloat16 autocast (see train)
+    precision: str = "fp32"  # one of PRECISIONS; "bf16": the transforms run under bfloat16 autocast (see train)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -168,11 +171,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         else {"steps": init_meta.get("steps", 0), "train_hours": init_meta.get("train_hours", 0.0)}
     )
     if ckpt is not None:
-        if not _same_network(ModelConfig.from_dict(ckpt["config"]["model"], ckpt_path), cfg.model) or (
-            ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda
-        ):
+        saved = ModelConfig.from_dict(ckpt["config"]["model"], ckpt_path)
+        if not _same_network(saved, cfg.model) or ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda:
             raise ValueError(f"{ckpt_path} belongs to a run with another model or λ; use another --run-dir")
-        model = YotoHyperprior(ModelConfig.from_dict(ckpt["config"]["model"], ckpt_path))
+        model = YotoHyperprior(saved)
         model.load_state_dict(ckpt["model"])
     elif init is not None:
         if not _same_network(init.config, cfg.model):
