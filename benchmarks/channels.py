@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from compressai.ops import compute_padding
 
 from yotocodec.data import image_to_tensor
-from yotocodec.model import YotoHyperprior, load_weights
+from yotocodec.model import LATENT_OFF_SCALE, YotoHyperprior, load_weights
 from yotocodec.train import model_from_checkpoint
 
 from . import images as images_mod
 
 LIVE_SHARE = 1e-3  # a channel is live if it carries at least this share of y's bits
-OFF_SCALE = 1e-3  # ... and switched off if its FiLM scale at the latent is below this
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class ChannelUse:
     lmbda: float
     live: int  # channels with at least LIVE_SHARE of the bits
     hold_99: int  # the fewest channels that together hold 99 % of the bits
-    switched_off: int  # channels whose latent FiLM scale is below OFF_SCALE
+    switched_off: int  # channels whose latent FiLM scale is below LATENT_OFF_SCALE
 
 
 @torch.no_grad()
@@ -51,12 +50,6 @@ def channel_bits(model: YotoHyperprior, arrays: tuple, lmbda: float) -> torch.Te
 
 
 @torch.no_grad()
-def latent_scales(model: YotoHyperprior, lmbda: float) -> torch.Tensor:
-    """The per-channel scale exp(γ(λ)) of the FiLM layer after the analysis transform's last convolution."""
-    log_scale, _ = model.g_a[-1].head(model.embed(torch.tensor([lmbda]))).chunk(2, dim=1)
-    return torch.exp(log_scale[0])
-
-
 def channel_use(model: YotoHyperprior, arrays: tuple) -> list[ChannelUse]:
     lo, hi = model.config.lmbda_min, model.config.lmbda_max
     rows = []
@@ -69,7 +62,7 @@ def channel_use(model: YotoHyperprior, arrays: tuple) -> list[ChannelUse]:
                 lmbda=lmbda,
                 live=int((share >= LIVE_SHARE).sum()),
                 hold_99=int((cumulative < 0.99).sum()) + 1,
-                switched_off=int((latent_scales(model, lmbda) < OFF_SCALE).sum()),
+                switched_off=int((model.latent_scales(torch.tensor([lmbda]))[0] < LATENT_OFF_SCALE).sum()),
             )
         )
     return rows

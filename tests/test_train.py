@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from conftest import synthetic
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
 from yotocodec.train import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -25,6 +26,7 @@ from yotocodec.train import (
     export,
     learning_rate,
     loss_weights,
+    rate_gradient,
     sample_lambdas,
     train,
 )
@@ -426,3 +428,100 @@ def test_a_checkpoint_from_a_newer_version_is_refused_in_one_line(image_dir, tmp
         run = CliRunner().invoke(main, args)
         assert run.exit_code == 1 and "written by a newer yotocodec" in run.output, run.output
         assert not (tmp_path / "w.pt").exists()
+
+
+def switched_off_model(off: list[int]) -> YotoHyperprior:
+    """A tiny model whose latent FiLM gives the channels ``off`` a scale of e⁻¹² at every λ, the others ~e⁻¹."""
+    torch.manual_seed(0)
+    model = YotoHyperprior(TINY)
+    with torch.no_grad():
+        for film in (model.g_a[-1], model.g_s[0]):
+            film.head.weight.normal_(0, 0.1)
+            film.head.bias[: TINY.M].normal_(-1, 0.3)
+        model.g_a[-1].head.weight[off] = 0
+        model.g_a[-1].head.bias[off] = -12
+    return model
+
+
+def test_revival_reopens_only_the_switched_off_channels_at_the_live_median_scale():
+    assert not YotoHyperprior(TINY).revive_latent_channels().any()  # an untrained model has every channel open
+    model = switched_off_model([0, 3, 5])
+    middle = torch.tensor([(TINY.lmbda_min * TINY.lmbda_max) ** 0.5])
+    lmbdas = torch.tensor([TINY.lmbda_min, 0.02, TINY.lmbda_max])
+
+    def scales(film: torch.nn.Module, lmbda: torch.Tensor) -> torch.Tensor:
+        return torch.exp(film.head(model.embed(lmbda)).chunk(2, dim=1)[0]).detach()
+
+    before = {name: scales(film, lmbdas) for name, film in (("g_a", model.g_a[-1]), ("g_s", model.g_s[0]))}
+    live = torch.tensor([i not in (0, 3, 5) for i in range(TINY.M)])
+    medians = {name: scales(film, middle)[0, live].median() for name, film in
+               (("g_a", model.g_a[-1]), ("g_s", model.g_s[0]))}  # fmt: skip
+    off = model.revive_latent_channels()
+    assert off.nonzero()[:, 0].tolist() == [0, 3, 5]
+    for name, film in (("g_a", model.g_a[-1]), ("g_s", model.g_s[0])):
+        after = scales(film, lmbdas)
+        assert torch.allclose(after[:, off], medians[name].expand(3, 3), rtol=1e-5)  # the same at every λ
+        assert torch.equal(after[:, ~off], before[name][:, ~off])
+
+
+def test_rate_gradient_scales_only_the_rates_own_gradient_into_the_latent():
+    torch.manual_seed(0)
+    model = YotoHyperprior(TINY).train()
+    x, lmbda = torch.rand(2, 3, 64, 64), torch.tensor([0.002, 0.2])
+    mask = torch.arange(TINY.M) < 5
+    latents = []
+
+    def keep(module: torch.nn.Module, inputs: tuple, y: torch.Tensor) -> None:
+        y.retain_grad()
+        latents.append(y)
+
+    model.g_a.register_forward_hook(keep)
+
+    def run(factor: float | None, ste: bool, rate: bool) -> tuple[dict, torch.Tensor]:
+        torch.manual_seed(1)
+        r = None if factor is None else torch.where(mask, factor, 1.0)
+        out = model(x, lmbda, ste=ste, rate_gradient=r)
+        loss = ((out["x_hat"] - x) ** 2).mean() * 100
+        if rate:
+            loss = loss + sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / x[0, 0].numel()
+        loss.backward()
+        return out, latents[-1].grad
+
+    for ste in (True, False):
+        (o0, g0), (_, g5), (o1, g1) = (run(f, ste, rate=True) for f in (0.0, 0.5, 1.0))
+        for key in ("y", "z"):
+            assert torch.equal(o0["likelihoods"][key], o1["likelihoods"][key])
+        assert torch.equal(o0["x_hat"], o1["x_hat"])
+        assert torch.equal(g0[:, ~mask], g1[:, ~mask])  # other channels: untouched
+        assert not torch.allclose(g0[:, mask], g1[:, mask])
+        assert torch.allclose(g5, (g0 + g1) / 2, atol=1e-6)  # linear in the factor
+        # without a rate term nothing changes: the synthesis's gradient reaches the revived channels in full
+        assert torch.allclose(run(0.0, ste, rate=False)[1], run(None, ste, rate=False)[1], atol=1e-7)
+
+
+def test_a_run_from_a_model_with_switched_off_channels_revives_and_phases_in_their_rate(image_dir, tmp_path):
+    weights = tmp_path / "start.pt"
+    save_weights(switched_off_model([1, 2]), weights)
+    cfg = tiny_config(image_dir, tmp_path / "run", init_from=str(weights), revive_steps=4)
+    mask = torch.arange(TINY.M) < 3
+    assert [None if r is None else r[1].item() for r in (rate_gradient(cfg, mask, s) for s in range(5))] == [
+        0.0, 0.0, 0.0, 0.5, None,
+    ]  # fmt: skip
+    assert rate_gradient(cfg, mask, 3)[5] == 1.0 and rate_gradient(replace(cfg, revive_steps=0), mask, 0) is None
+    model, _ = train(cfg, progress=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["revived"].nonzero()[:, 0].tolist() == [1, 2]
+    first = json.loads((tmp_path / "run" / LOG_NAME).read_text().splitlines()[0])
+    assert first == {"step": 0, "revived_channels": [1, 2]}
+    assert (model.latent_scales(torch.tensor([0.02]))[0, [1, 2]] > 1e-2).all()
+    train(config_from_checkpoint(tmp_path / "run" / CHECKPOINT_NAME, steps=8), progress=False)
+    assert torch.equal(torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["revived"], ckpt["revived"])
+
+
+def test_revive_channels_is_refused_without_a_starting_model_and_on_resume(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--N", "16", "--M", "16"]
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--revive-channels", "100", *common])
+    assert run.exit_code != 0 and "needs --init-from" in run.output
+    assert CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--steps", "1", *common]).exit_code == 0
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--revive-channels", "100"])
+    assert run.exit_code != 0 and "a resumed run keeps its own" in run.output

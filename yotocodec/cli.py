@@ -272,6 +272,16 @@ def recipe_options(command: Callable) -> Callable:
     help="Start a new run from a weights file (e.g. the shipped model); its networks and λ range unless given.",
 )
 @click.option(
+    "--revive-channels",
+    "revive_steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="STEPS",
+    help="With --init-from: reopen the latent channels the starting model has switched off, sparing them the rate "
+    "for the first half of STEPS and phasing it in over the second (0: off).",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.0,
@@ -320,6 +330,7 @@ def train(
     val_dir: Path | None,
     val_every: int,
     init_from: Path | None,
+    revive_steps: int,
     ema_decay: float,
     decoder_quantizer: str,
     compile: bool,
@@ -331,6 +342,8 @@ def train(
     if resume:
         if not checkpoint.exists():
             raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
+        if _given(revive_steps=revive_steps):
+            raise click.ClickException("--revive-channels starts a run from --init-from; a resumed run keeps its own")
         # The run lives where it is now (a copied run directory must not write back into the original), and the
         # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
         changed = _given(
@@ -353,6 +366,8 @@ def train(
     else:
         if checkpoint.exists():
             raise click.ClickException(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
+        if revive_steps and not init_from:
+            raise click.ClickException("--revive-channels needs --init-from: a trained model whose channels are off")
         if val_dir is None and DEFAULT_KODAK.is_dir():
             val_dir = DEFAULT_KODAK
         lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
@@ -380,6 +395,7 @@ def train(
             val_dir=str(val_dir) if val_dir else None,
             val_every=val_every,
             init_from=str(init_from) if init_from else None,
+            revive_steps=revive_steps,
             ema_decay=ema_decay,
             decoder_quantizer=decoder_quantizer,
             compile=compile,

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 WEIGHTS_FORMAT = "yotocodec-weights"
 WEIGHTS_VERSION = 1
 ARCHITECTURES = ("mean-scale", "scale")
+LATENT_OFF_SCALE = 1e-3  # a latent channel whose FiLM scale is below this is switched off (y stays at its mean)
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,43 @@ class YotoHyperprior(CompressionModel):
             return scales, means
         return params, None
 
-    def forward(self, x: Tensor, lmbda: Tensor, ste: bool = False) -> dict:
+    def latent_scales(self, lmbda: Tensor) -> Tensor:
+        """The per-channel scale exp(γ(λ)) of the FiLM after g_a's last convolution, shape ``(len(lmbda), M)``."""
+        log_scale, _ = self.g_a[-1].head(self.embed(lmbda)).chunk(2, dim=1)
+        return torch.exp(log_scale)
+
+    @torch.no_grad()
+    def revive_latent_channels(self) -> Tensor:
+        """Reopen the latent channels that g_a's last FiLM has switched off at every λ; returns their mask ``(M,)``.
+
+        Loss-conditional training switches channels off early (models/README.md: the shipped model codes with 86 of
+        192) and they cannot come back by themselves: at a scale of ~1e-5 their gradient is ~1e-5 of the usual.  The
+        FiLM heads of g_a's last layer and g_s's first give them the live channels' median scale at the middle λ,
+        constant in λ.  Training must then spare them the rate for a while (``forward``'s ``rate_gradient``), or
+        the rate term closes them again before the synthesis has learned to use them.
+        """
+        lo, hi = self.config.lmbda_min, self.config.lmbda_max
+        grid = torch.tensor([lo * (hi / lo) ** (i / 8) for i in range(9)])
+        off = (self.latent_scales(grid) < LATENT_OFF_SCALE).all(dim=0)
+        if off.all():  # no live channel to take a scale from
+            return torch.zeros_like(off)
+        middle = torch.tensor([math.sqrt(lo * hi)])
+        for film in (self.g_a[-1], self.g_s[0]):
+            log_scale, _ = film.head(self.embed(middle)).chunk(2, dim=1)
+            rows = off.nonzero()[:, 0]  # the head's first M outputs are the log-scales
+            film.head.weight[rows] = 0
+            film.head.bias[rows] = log_scale[0][~off].median()
+        return off
+
+    def forward(self, x: Tensor, lmbda: Tensor, ste: bool = False, rate_gradient: Tensor | None = None) -> dict:
         """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation.
 
         With ``ste`` the synthesis transform is trained on the latent it will really decode — rounded around the
         predicted means, gradients passed straight through — while the rate keeps the noise relaxation
         ("mixed quantisation", Minnen & Singh 2020).
+
+        ``rate_gradient`` (shape ``(M,)``) scales, per latent channel, the gradient the rate of y sends straight back
+        into y; the values and the synthesis's gradient stay as they are (see :meth:`revive_latent_channels`).
 
         Under ``torch.autocast`` (mixed-precision training) only the transforms run in the lower precision: their
         outputs are cast back to the input's dtype and the entropy models, whose likelihoods are the rate, run in it.
@@ -184,7 +216,9 @@ class YotoHyperprior(CompressionModel):
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
         scales, means = (None if p is None else p.to(dtype) for p in self.gaussian_params(z_hat, emb))
         with torch.autocast(x.device.type, enabled=False):
-            y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            y_rate = y if rate_gradient is None else scale_gradient(y, rate_gradient.to(dtype)[None, :, None, None])
+            y_hat, y_likelihoods = self.gaussian_conditional(y_rate, scales, means=means)
+            y_hat = y_hat if rate_gradient is None else y + (y_hat - y_rate).detach()  # the synthesis's path in full
             if ste and self.training:
                 y_hat = self.straight_through_latent(y, means)
         return {"x_hat": self.g_s(y_hat, emb).to(dtype), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
@@ -212,6 +246,11 @@ class YotoHyperprior(CompressionModel):
         scales, means = self.gaussian_params(z_hat, emb)
         indexes = self.gaussian_conditional.build_indexes(scales)
         return self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype, means=means)
+
+
+def scale_gradient(t: Tensor, factor: Tensor) -> Tensor:
+    """``t`` itself, with the gradient flowing back through it multiplied by ``factor``."""
+    return t.detach() + factor * (t - t.detach())
 
 
 def state_hash(state_dict: dict[str, Tensor]) -> str:
