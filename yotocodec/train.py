@@ -107,7 +107,7 @@ def rate_gradient(cfg: TrainConfig, revived: torch.Tensor | None, step: int) -> 
     Reopened channels first carry noise; charged for their bits at once, the rate term closes them again before the
     synthesis learns to use them (measured: in 1,140 steps, models/README.md).
     """
-    if revived is None or not revived.any() or step >= cfg.revive_steps:
+    if step >= cfg.revive_steps or revived is None or not revived.any():  # the step test first: every step asks
         return None
     half = cfg.revive_steps / 2
     return torch.where(revived, min(1.0, max(0.0, step / half - 1)), 1.0)
