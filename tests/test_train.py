@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from conftest import synthetic
 
 import yotocodec
+from yotocodec import train as training
 from yotocodec.cli import main
 from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
 from yotocodec.train import (
@@ -416,6 +418,16 @@ def test_a_bf16_run_trains_records_its_precision_and_resumes_in_fp32(image_dir, 
     assert run.exit_code == 0, run.output
     resumed = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert (resumed["step"], resumed["config"]["precision"]) == (3, "fp32")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_without_hardware_support_is_warned_about(image_dir, tmp_path, monkeypatch, native):
+    monkeypatch.setattr(training, "bf16_is_native", lambda device: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(replace(tiny_config(image_dir, tmp_path, steps=1), precision="bf16"), progress=False)
+    slow = [w for w in caught if "emulated" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
 
 
 def test_a_checkpoint_from_a_newer_version_is_refused_in_one_line(image_dir, tmp_path):
