@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -21,6 +22,8 @@ from benchmarks.anchors import load_anchors
 from benchmarks.baselines import baseline_lambdas, claim
 from benchmarks.baselines import main as baselines_main
 from benchmarks.bd import bd_psnr, bd_rate, msssim_db
+from benchmarks.ceiling import ceiling
+from benchmarks.ceiling import main as ceiling_main
 from benchmarks.channels import channel_bits, channel_use
 from benchmarks.channels import main as channels_main
 from benchmarks.codecs import CODECS, measure
@@ -377,3 +380,32 @@ def test_channel_use_counts_the_channels_a_film_switches_off(tmp_path):
     assert "(step 7)" in run.output and run.output.count(" 5 |\n") == 3
     run = CliRunner().invoke(channels_main, [str(tmp_path / "checkpoint.pt"), "--ema", "--images", str(folder)])
     assert run.exit_code == 1 and "no weight average" in run.output
+
+
+def test_the_ceiling_is_the_autoencoder_without_quantisation(model, tmp_path):
+    shipped = copy.deepcopy(model).float().eval()
+    arrays = (np.array(synthetic(64, 64, seed=1)),)
+    lmbda = shipped.config.lmbda_min
+    base = ceiling(shipped, arrays, lmbda)
+    assert base.psnr_rounded < base.psnr_unquantised - 1  # at λ_min rounding costs dB
+    M = shipped.config.M
+    with torch.no_grad():  # a latent e⁵ times finer, undone by the synthesis: the same autoencoder, rounding negligible
+        shipped.g_a[-1].head.bias[:M] += 5.0  # scale exp(γ) ...
+        shipped.g_a[-1].head.weight[M:] *= math.exp(5.0)  # ... and shift β
+        shipped.g_a[-1].head.bias[M:] *= math.exp(5.0)
+        shipped.g_s[0].head.bias[:M] -= 5.0
+    fine = ceiling(shipped, arrays, lmbda)
+    assert fine.psnr_unquantised == pytest.approx(base.psnr_unquantised, abs=1e-3)
+    assert fine.psnr_rounded == pytest.approx(fine.psnr_unquantised, abs=0.05)
+    assert fine.bpp > base.bpp + 1
+
+    tiny = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2))
+    save_weights(tiny, tmp_path / "w.pt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    synthetic(96, 80, seed=5).save(folder / "a.png")
+    run = CliRunner().invoke(ceiling_main, [str(tmp_path / "w.pt"), "--images", str(folder)])
+    assert run.exit_code == 0, run.output
+    assert [line.split(" | ")[0] for line in run.output.splitlines()[-3:]] == ["| 0.002", "| 0.02", "| 0.2"]
+    run = CliRunner().invoke(ceiling_main, [str(tmp_path / "w.pt"), "--images", str(folder), "--lambda", "0.5"])
+    assert run.exit_code == 1 and "λ 0.5 is outside the model's range [0.002, 0.2]" in run.output
