@@ -68,10 +68,7 @@ def ceiling(model: YotoHyperprior, arrays: tuple, lmbda: float) -> Ceiling:
 @click.option("--lambda", "lambdas", type=click.FloatRange(min=0, min_open=True), multiple=True,
               help="λ to measure at (repeatable); default λ_min, the middle and λ_max.")  # fmt: skip
 def main(path: Path, ema: bool, images: Path, limit: int, lambdas: tuple[float, ...]) -> None:
-    try:
-        model, label = load_any(path, ema)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise click.ClickException(f"{path}: not a weights file or training checkpoint of this model ({exc})") from None
+    model, label = load_any(path, ema)
     lo, hi = model.config.lmbda_min, model.config.lmbda_max
     outside = [lmbda for lmbda in lambdas if not lo <= lmbda <= hi]
     if outside:

@@ -69,13 +69,19 @@ def channel_use(model: YotoHyperprior, arrays: tuple) -> list[ChannelUse]:
 
 
 def load_any(path: Path, ema: bool) -> tuple[YotoHyperprior, str]:
-    """A weights file or a training checkpoint, with a label saying which and after how many steps."""
+    """A weights file or a training checkpoint, with a label saying which and after how many steps.
+
+    Anything else is a one-line ``click.ClickException`` (the benchmarks' commands load their model through this).
+    """
     try:
-        model, meta = load_weights(path)
-        return model.float(), f"{path.name} ({model.model_id}, {meta.get('steps', '?')} steps)"
-    except ValueError:
-        model, ckpt = model_from_checkpoint(path, ema)
-        return model, f"{path} (step {ckpt['step']}{', weight average' if ema else ''})"
+        try:
+            model, meta = load_weights(path)
+            return model.float(), f"{path.name} ({model.model_id}, {meta.get('steps', '?')} steps)"
+        except ValueError:
+            model, ckpt = model_from_checkpoint(path, ema)
+            return model, f"{path} (step {ckpt['step']}{', weight average' if ema else ''})"
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise click.ClickException(f"{path}: not a weights file or training checkpoint of this model ({exc})") from None
 
 
 @click.command()
@@ -85,10 +91,7 @@ def load_any(path: Path, ema: bool) -> tuple[YotoHyperprior, str]:
               show_default=True)  # fmt: skip
 @click.option("--limit", type=int, default=4, show_default=True, help="Use the first N images.")
 def main(path: Path, ema: bool, images: Path, limit: int) -> None:
-    try:
-        model, label = load_any(path, ema)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise click.ClickException(f"{path}: not a weights file or training checkpoint of this model ({exc})") from None
+    model, label = load_any(path, ema)
     image_set = images_mod.load_folder(images, limit=limit)
     click.echo(f"{label}, M = {model.config.M}, {len(image_set.names)} images from {image_set.source}")
     click.echo("| λ | channels with ≥ 0.1 % of y's bits | channels holding 99 % | switched off (scale < 10⁻³) |")

@@ -353,6 +353,14 @@ def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path)
     assert (tmp_path / "out" / "lambda-0.2.pt").exists()
 
 
+def one_image_folder(tmp_path: Path) -> Path:
+    """A folder of one small synthetic photo, for the benchmark commands' --images."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    synthetic(96, 80, seed=5).save(folder / "a.png")
+    return folder
+
+
 def test_channel_use_counts_the_channels_a_film_switches_off(tmp_path):
     torch.manual_seed(0)
     model = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)).eval()
@@ -367,9 +375,7 @@ def test_channel_use_counts_the_channels_a_film_switches_off(tmp_path):
     assert [r.switched_off for r in channel_use(model, arrays)] == [5, 5, 5]
     # The command reads weights files and training checkpoints alike.
     save_weights(model, tmp_path / "w.pt")
-    folder = tmp_path / "images"
-    folder.mkdir()
-    synthetic(96, 80, seed=5).save(folder / "a.png")
+    folder = one_image_folder(tmp_path)
     run = CliRunner().invoke(channels_main, [str(tmp_path / "w.pt"), "--images", str(folder)])
     assert run.exit_code == 0, run.output
     assert "M = 16, 1 images" in run.output and run.output.count(" 5 |\n") == 3
@@ -401,9 +407,7 @@ def test_the_ceiling_is_the_autoencoder_without_quantisation(model, tmp_path):
 
     tiny = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2))
     save_weights(tiny, tmp_path / "w.pt")
-    folder = tmp_path / "images"
-    folder.mkdir()
-    synthetic(96, 80, seed=5).save(folder / "a.png")
+    folder = one_image_folder(tmp_path)
     run = CliRunner().invoke(ceiling_main, [str(tmp_path / "w.pt"), "--images", str(folder)])
     assert run.exit_code == 0, run.output
     assert [line.split(" | ")[0] for line in run.output.splitlines()[-3:]] == ["| 0.002", "| 0.02", "| 0.2"]
