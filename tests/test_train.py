@@ -430,6 +430,16 @@ def test_bf16_without_hardware_support_is_warned_about(image_dir, tmp_path, monk
     assert len(slow) == (0 if native else 1)
 
 
+def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    for args in (["export", str(tmp_path / CHECKPOINT_NAME), "-o", str(tmp_path / "w.pt")],
+                 ["train", "--run-dir", str(tmp_path), "--resume"]):  # fmt: skip
+        run = CliRunner().invoke(main, args)
+        assert run.exit_code == 1 and run.exception.__class__ is SystemExit, run.output
+        assert run.output == f"Error: {tmp_path / CHECKPOINT_NAME}: not a training checkpoint (UnpicklingError)\n"
+    assert not (tmp_path / "w.pt").exists()
+
+
 def test_a_checkpoint_from_a_newer_version_is_refused_in_one_line(image_dir, tmp_path):
     train(tiny_config(image_dir, tmp_path, steps=1), progress=False)
     checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)

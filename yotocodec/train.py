@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     ckpt_path = run_dir / CHECKPOINT_NAME
 
     torch.manual_seed(cfg.seed + rank)  # seeds the initial weights; a resumed run restores its saved state below
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     init, init_meta = load_weights(cfg.init_from) if ckpt is None and cfg.init_from else (None, {})
     # The training behind a starting model counts towards the run's own (its exports report the sum).
     before = (
@@ -434,9 +434,22 @@ def export(checkpoint: str | Path, output: str | Path, provisional: bool = False
     return save_weights(model, output, meta)
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint's contents; anything unreadable is a one-line ValueError, not torch's traceback."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises many types for files that are not checkpoints
+        raise ValueError(f"{path}: not a training checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{path}: not a training checkpoint")
+    return ckpt
+
+
 def model_from_checkpoint(checkpoint: str | Path, ema: bool = False) -> tuple[YotoHyperprior, dict]:
     """The model (eval mode; its weight average with ``ema``) of a training checkpoint, and the checkpoint."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint)
     if ema and "ema" not in ckpt:
         raise ValueError(f"{checkpoint} has no weight average: train with --ema-decay to keep one")
     model = YotoHyperprior(ModelConfig.from_dict(ckpt["config"]["model"], checkpoint))
@@ -446,7 +459,7 @@ def model_from_checkpoint(checkpoint: str | Path, ema: bool = False) -> tuple[Yo
 
 def config_from_checkpoint(checkpoint: str | Path, **overrides: object) -> TrainConfig:
     """The TrainConfig a checkpoint was written with, with some fields changed (e.g. ``max_minutes``)."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+    saved = load_checkpoint(checkpoint)["config"]
     saved["model"] = ModelConfig.from_dict(saved["model"], checkpoint)
     saved.setdefault("lambda_weighting", 0.0)  # runs started before the option existed trained unweighted
     return replace(TrainConfig(**saved), **overrides)
