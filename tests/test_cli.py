@@ -187,7 +187,21 @@ def test_file_from_another_model(png, tmp_path, other_model_path, model):
     assert run("encode", png, "--model", other_model_path, "-o", out)[0] == 0
     assert_fails(["decode", out, "-o", tmp_path / "x.png"], "written by model", tmp_path)
     code, output = run("info", out)
-    assert code == 0 and "not the loaded model" in output
+    assert code == 0 and "not known to this version" in output and "λ unknown" in output
+    code, output = run("info", out, "--model", other_model_path)
+    assert code == 0 and "λ = " in output
+
+
+def test_models_lists_the_registry(png, tmp_path, model):
+    """`models` lists what this version carries, the default marked; `info` names a file's model and its status."""
+    code, output = run("models")
+    assert code == 0 and f"{model.model_id}" in output and "default" in output and "not carried" not in output
+    code, output = run("models", "--all")
+    assert code == 0 and "88beb1d9" in output and "not carried (commit 4b5f032)" in output
+    out = tmp_path / "a.yoto"
+    assert run("encode", png, "-o", out)[0] == 0
+    code, output = run("info", out)
+    assert code == 0 and f"model:    {model.model_id} (default; yotocodec" in output
 
 
 def test_bad_model_file(png, tmp_path):

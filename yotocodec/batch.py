@@ -129,8 +129,8 @@ class DecodeTask:
         check_output(output, self.force)
         with timer("read"):
             data = read_bytes(source)
-        with timer("load model"):
-            model = load_model(self.model_path)
+        with timer("load model"):  # without --model, decode loads the model the file names
+            model = load_model(self.model_path) if self.model_path is not None else None
         with timer("decode"):
             image = decode(data, model=model)
         metadata = {key: value for key in INFO_KEYS if (value := image.info.get(key))}

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from . import registry
 from . import train as training
 from .batch import DecodeTask, EncodeTask, code_files
-from .codec import DEFAULT_QUALITY, inspect, load_model
+from .codec import DEFAULT_QUALITY, inspect
 from .errors import YotoError
 from .files import error_message, writable_format
 from .model import ModelConfig, load_weights
@@ -181,18 +182,16 @@ def decode_command(
 
 @main.command("info")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@model_option
+@click.option(
+    "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Weights file of a model this version does not carry (for its λ).",
+)  # fmt: skip
 def info_command(input_path: Path, model_path: Path | None) -> None:
     """Describe a .yoto file: size, quality and λ, bytes, bpp, model."""
 
     def action() -> None:
-        data = input_path.read_bytes()
-        try:
-            model = load_model(model_path)
-        except YotoError:
-            model = None
-        info = inspect(data, model=model)
-        lmbda = f"λ = {info.lmbda:.5g}" if info.lmbda is not None else "λ unknown: written by another model"
+        info = inspect(input_path.read_bytes(), model=model_path)
+        lmbda = f"λ = {info.lmbda:.5g}" if info.lmbda is not None else "λ unknown: written by a model not at hand"
         click.echo(f"file:     {input_path}")
         click.echo(f"image:    {info.width}×{info.height} {info.mode}")
         click.echo(f"quality:  {info.quality:.2f} ({lmbda})")
@@ -202,11 +201,31 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
             click.echo(
                 "metadata: " + "; ".join(f"{name}, {len(value)} bytes" for name, value in stored.items() if value)
             )
-        if model is not None and model.model_id == info.model_id:
-            status = " (provisional model)" if model.meta.get("provisional") else ""
-            click.echo(f"model:    {info.model_id}{status}, {model.path}")
+        entry = registry.find(info.model_id)
+        if entry is None:
+            click.echo(f"model:    {info.model_id} (not known to this version)")
         else:
-            click.echo(f"model:    {info.model_id} (not the loaded model)")
+            click.echo(f"model:    {info.model_id} ({entry.status}; yotocodec {entry.version}, {entry.released})")
+
+    run_reporting_errors(action)
+
+
+@main.command("models")
+@click.option("--all", "show_all", is_flag=True, help="Also list earlier models that this version does not carry.")
+def models_command(show_all: bool) -> None:
+    """List the models this version carries (any of them decodes its own files) and which one encodes."""
+
+    def action() -> None:
+        click.echo(f"{'id':<9} {'released':<11} {'version':<8} {'λ range':<15} {'steps':>8} {'size':>8}  status")
+        for entry in registry.registered_models():
+            if entry.path is None and not show_all:
+                continue
+            size = f"{entry.num_bytes / 1e6:.1f} MB" if entry.path is not None else "-"
+            status = entry.status if entry.path is not None else f"not carried (commit {entry.commit})"
+            click.echo(
+                f"{entry.model_id:<9} {entry.released:<11} {entry.version:<8} "
+                f"{f'{entry.lmbda_min:g}–{entry.lmbda_max:g}':<15} {entry.steps:>8,} {size:>8}  {status}"
+            )
 
     run_reporting_errors(action)
 
@@ -372,7 +391,9 @@ def train(
             val_dir = DEFAULT_KODAK
         lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
         model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi)
-        if init_from and not fixed_lambda:  # by default a run continues the starting model's networks and λ range
+        # By default a run continues the starting model's networks and λ range; with --fixed-lambda it fine-tunes
+        # that conditional model at one λ of its range (the specialisation gap of loss-conditional training).
+        if init_from:
             try:
                 start = load_weights(init_from)[0].config
             except ValueError as exc:

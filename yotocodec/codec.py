@@ -13,7 +13,6 @@ import os
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from compressai.ops import compute_padding
 from PIL import Image, ImageOps
 
+from . import registry
 from .container import LAMBDA_CODE_MAX, MAX_PIXELS, MAX_SIDE, Header, pack, unpack
 from .errors import YotoError
 from .isolation import run_isolated
@@ -35,10 +35,10 @@ ModelLike = YotoHyperprior | str | os.PathLike | None
 
 
 def default_model_path() -> Path:
-    """The shipped weights (``models/yoto.pt``, installed as ``yotocodec.models``), or ``$YOTOCODEC_MODEL``."""
+    """The registry's default model (:mod:`yotocodec.registry`), or ``$YOTOCODEC_MODEL``."""
     if os.environ.get(MODEL_ENV):
         return Path(os.environ[MODEL_ENV])
-    return Path(str(resources.files("yotocodec.models") / "yoto.pt"))
+    return registry.default_model().path
 
 
 @lru_cache(maxsize=4)
@@ -68,9 +68,33 @@ def _model(model: ModelLike) -> YotoHyperprior:
     return model if isinstance(model, YotoHyperprior) else load_model(model)
 
 
+def model_for_file(model_id: str, model: ModelLike = None) -> YotoHyperprior:
+    """The model that wrote a file: ``model`` (or ``$YOTOCODEC_MODEL``) when it is that one, else the registered one.
+
+    Decoding never needs a weights file for a model the registry carries; a file whose model is neither given nor
+    carried gets one line naming the model and where its weights are.
+    """
+    given = None
+    if model is not None or os.environ.get(MODEL_ENV):
+        given = _model(model)
+        if given.model_id == model_id:
+            return given
+    entry = registry.find(model_id)
+    if entry is not None and entry.path is not None:
+        return load_model(entry.path)
+    message = registry.missing_model_message(model_id)
+    if given is not None:
+        message += f" (the model given is {given.model_id})"
+    raise YotoError(message)
+
+
 def lambda_from_code(model: YotoHyperprior, code: int) -> float:
     """λ for a header code: code 0 is the model's λ_min, code 65535 its λ_max, log-linear in between."""
-    lo, hi = math.log(model.config.lmbda_min), math.log(model.config.lmbda_max)
+    return _lambda(model.config.lmbda_min, model.config.lmbda_max, code)
+
+
+def _lambda(lmbda_min: float, lmbda_max: float, code: int) -> float:
+    lo, hi = math.log(lmbda_min), math.log(lmbda_max)
     return math.exp(lo + (hi - lo) * code / LAMBDA_CODE_MAX)
 
 
@@ -181,24 +205,19 @@ def encode(
 def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
     """Decompress ``.yoto`` bytes to a Pillow image of the original size and mode (L, RGB, LA or RGBA).
 
+    The model is the one the file names (:func:`model_for_file`): ``model`` is needed only for a model that this
+    version does not carry.
+
     A stored ICC profile and EXIF block come back in ``image.info`` (``icc_profile``, ``exif``), where Pillow's
     writers find them.
     """
     header, strings = unpack(bytes(data))
     metadata = _metadata(header, strings)
-    net = _model(model)
-    if header.model_id != net.model_id:
-        raise YotoError(
-            f"this file was written by model {header.model_id}, but the loaded model is {net.model_id}: "
-            f"decode it with that model's weights file (--model)"
-        )
+    net = model_for_file(header.model_id, model)
     has_alpha = header.mode in ("LA", "RGBA")
     left, _, top, _ = compute_padding(header.height, header.width, min_div=net.downsampling_factor)[0]
-    shape = (
-        (header.height + net.downsampling_factor - 1) // net.downsampling_factor,
-        (header.width + net.downsampling_factor - 1) // net.downsampling_factor,
-    )
     emb = _embedding(net, header.lmbda_code)
+    shape = hyper_latent_shape(net, header)
     y_hat = run_isolated(lambda: net.decompress_latent(strings[:2], shape, emb), "entropy decoding")
     rgb = synthesis(net, y_hat, emb)[top : top + header.height, left : left + header.width]
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
@@ -208,6 +227,12 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
         image.putalpha(Image.fromarray(_inflate_alpha(strings[2], header.width, header.height), "L"))
     image.info.update(metadata.info())
     return image
+
+
+def hyper_latent_shape(net: YotoHyperprior, header: Header) -> tuple[int, int]:
+    """Height and width of ``z`` for an image of the header's size (padded to the model's total stride)."""
+    step = net.downsampling_factor
+    return (header.height + step - 1) // step, (header.width + step - 1) // step
 
 
 def _metadata(header: Header, strings: list[bytes]) -> Metadata:
@@ -251,13 +276,15 @@ class Info:
 
 
 def inspect(data: bytes, *, model: ModelLike = None) -> Info:
-    """Validate a ``.yoto`` file and describe it without decoding the image."""
+    """Validate a ``.yoto`` file and describe it without decoding the image (nor loading a registered model)."""
     header, strings = unpack(bytes(data))
     metadata = _metadata(header, strings)
-    try:
+    lmbda = None
+    entry = registry.find(header.model_id)
+    if entry is not None:
+        lmbda = _lambda(entry.lmbda_min, entry.lmbda_max, header.lmbda_code)
+    elif model is not None:
         net = _model(model)
-    except YotoError:
-        net = None
-    lmbda = lambda_from_code(net, header.lmbda_code) if net is not None and net.model_id == header.model_id else None
+        lmbda = lambda_from_code(net, header.lmbda_code) if net.model_id == header.model_id else None
     quality = header.lmbda_code / LAMBDA_CODE_MAX * 100
     return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), metadata)

@@ -140,7 +140,8 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
         raise YotoError("not a yotocodec file (bad magic bytes)")
     if version not in READABLE_VERSIONS:
         readable = " and ".join(map(str, READABLE_VERSIONS))
-        raise YotoError(f"unsupported format version {version} (this yotocodec reads versions {readable})")
+        newer = "; it was written by a newer yotocodec: upgrade to read it" if version > FORMAT_VERSION else ""
+        raise YotoError(f"unsupported format version {version} (this yotocodec reads versions {readable}){newer}")
     if mode_code >= len(MODES):
         raise YotoError(f"invalid header: unknown image mode code {mode_code}")
     flags, pos = 0, _FIXED.size

@@ -176,7 +176,7 @@ class YotoHyperprior(CompressionModel):
     def revive_latent_channels(self) -> Tensor:
         """Reopen the latent channels that g_a's last FiLM has switched off at every λ; returns their mask ``(M,)``.
 
-        Loss-conditional training switches channels off early (models/README.md: the shipped model codes with 86 of
+        Loss-conditional training switches channels off early (docs/experiments.md: the shipped model codes with 86 of
         192) and they cannot come back by themselves: at a scale of ~1e-5 their gradient is ~1e-5 of the usual.  The
         FiLM heads of g_a's last layer and g_s's first give them the live channels' median scale at the middle λ,
         constant in λ.  Training must then spare them the rate for a while (``forward``'s ``rate_gradient``), or
@@ -242,10 +242,23 @@ class YotoHyperprior(CompressionModel):
 
     def decompress_latent(self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor) -> Tensor:
         """Inverse of :meth:`compress_latent`: the quantised latent ``y_hat``, ready for ``g_s``."""
+        return self.decode_latent(strings, z_shape, emb)[0]
+
+    def decode_latent(
+        self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``y_hat`` and what it is made of: the integer symbols of z and y and y's scale indexes.
+
+        The indexes are what decoder and encoder must agree on exactly (golden-file tests compare all three).
+        """
         z_hat = self.entropy_bottleneck.decompress([strings[1]], z_shape)
         scales, means = self.gaussian_params(z_hat, emb)
         indexes = self.gaussian_conditional.build_indexes(scales)
-        return self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype, means=means)
+        y_symbols = self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype)
+        y_hat = y_symbols if means is None else y_symbols + means
+        medians = self.entropy_bottleneck._get_medians().to(z_hat.dtype)
+        symbols = {"z": torch.round(z_hat - medians).int(), "indexes": indexes.int(), "y": y_symbols.int()}
+        return y_hat, symbols
 
 
 def scale_gradient(t: Tensor, factor: Tensor) -> Tensor:

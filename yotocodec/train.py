@@ -95,7 +95,7 @@ def loss_weights(cfg: TrainConfig, lmbda: torch.Tensor) -> torch.Tensor:
     λ·255²·MSE + bpp grows with λ, so without weights (p = 0) the largest λ dominate the gradient of the shared
     weights and the low-rate end learns slowly.  A positive weight per λ leaves each λ's optimum where it is; p = 0.5
     roughly evens out the loss sizes across the range (measured: −3 to −9 % rate at equal or better PSNR on Kodak after
-    2,100 paired steps, models/README.md).  A fixed-λ run always gets weight 1.
+    2,100 paired steps, docs/experiments.md).  A fixed-λ run always gets weight 1.
     """
     lo, hi = cfg.lambda_range()
     return (math.sqrt(lo * hi) / lmbda) ** cfg.lambda_weighting
@@ -106,7 +106,7 @@ def rate_gradient(cfg: TrainConfig, revived: torch.Tensor | None, step: int) -> 
     ``cfg.revive_steps``, then rising linearly to 1 (None, ordinary training, from there on and without revived ones).
 
     Reopened channels first carry noise; charged for their bits at once, the rate term closes them again before the
-    synthesis learns to use them (measured: in 1,140 steps, models/README.md).
+    synthesis learns to use them (measured: in 1,140 steps, docs/experiments.md).
     """
     if step >= cfg.revive_steps or revived is None or not revived.any():  # the step test first: every step asks
         return None
