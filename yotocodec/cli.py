@@ -288,7 +288,8 @@ def recipe_options(command: Callable) -> Callable:
     "--init-from",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Start a new run from a weights file (e.g. the shipped model); its networks and λ range unless given.",
+    help="Start a new run from a weights file (e.g. the shipped model); its networks and λ range unless given. "
+    "A larger --N/--M widens it, computing the same images at first.",
 )
 @click.option(
     "--revive-channels",
@@ -297,8 +298,9 @@ def recipe_options(command: Callable) -> Callable:
     default=0,
     show_default=True,
     metavar="STEPS",
-    help="With --init-from: reopen the latent channels the starting model has switched off, sparing them the rate "
-    "for the first half of STEPS and phasing it in over the second (0: off).",
+    help="With --init-from: reopen the latent channels the starting model has switched off (and, with a larger "
+    "--N/--M, the new ones), sparing them the rate for the first half of STEPS and phasing it in over the second "
+    "(0: off).",
 )
 @click.option(
     "--ema-decay",
