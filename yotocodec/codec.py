@@ -2,8 +2,9 @@
 
 Quality (0–100) maps log-linearly onto the λ range the model was trained on.  λ travels in the header as a 16-bit
 code and both encoder and decoder condition on the λ decoded from that code, so they always agree bit for bit.
-Inference runs in float64: the scale indexes that decide whether a file decodes at all, and the decoded pixels, then
-differ between thread counts by ~1e-15 at most, far too little to move a value across a rounding boundary in practice.
+The hyper-synthesis path runs in float64, so the scale indexes that decide whether a file decodes at all differ
+between thread counts by ~1e-15 at most; the analysis and synthesis transforms run in float32
+(:meth:`~yotocodec.model.YotoHyperprior.for_coding`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _load_cached(path: str, mtime_ns: int) -> YotoHyperprior:
         raise YotoError(str(exc)) from None
     model.meta = meta
     model.path = path
-    return model.double()
+    return model.for_coding()
 
 
 def load_model(path: str | os.PathLike | None = None) -> YotoHyperprior:
@@ -99,7 +100,7 @@ def _lambda(lmbda_min: float, lmbda_max: float, code: int) -> float:
 
 
 def _embedding(net: YotoHyperprior, code: int) -> torch.Tensor:
-    dtype = next(net.parameters()).dtype
+    dtype = net.cond[0].weight.dtype  # float64 in a coding model: h_s must see exactly the same embedding
     return net.embed(torch.tensor([lambda_from_code(net, code)], dtype=dtype))
 
 
@@ -191,7 +192,7 @@ def encode(
     emb = _embedding(net, code)
     y = analysis(net, padded, emb)
     if effort:
-        x = torch.from_numpy(padded).permute(2, 0, 1)[None].to(emb.dtype) / 255
+        x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
         y = refine_latent(net, x, y, emb, lambda_from_code(net, code), effort)
     strings, _ = net.compress_latent(y, emb)
     if alpha is not None:

@@ -157,6 +157,20 @@ class YotoHyperprior(CompressionModel):
             first.weight *= r
         self.config = new
 
+    def for_coding(self) -> YotoHyperprior:
+        """This model set up for the codec: the hyper-synthesis path in float64, the other transforms in float32.
+
+        A file decodes only if the decoder rebuilds exactly the encoder's scale indexes, so the path from ``z_hat``
+        through ``h_s`` to the indexes (and the entropy models, and the λ embedding it is conditioned on) runs in
+        float64, where thread counts and kernels change results by ~1e-15 at most.  ``g_a``, ``h_a`` and ``g_s``
+        only decide what is coded and how it looks: float32 (2.9× faster) may move a coded value or a decoded pixel
+        by one step, never whether a file decodes.
+        """
+        self.double()
+        for transform in (self.g_a, self.h_a, self.g_s):
+            transform.float()
+        return self.eval()
+
     def hyper_input(self, y: Tensor) -> Tensor:
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
@@ -233,11 +247,13 @@ class YotoHyperprior(CompressionModel):
         Needs :meth:`update` to have built the CDF tables.  The transforms stay outside so that the codec can run
         ``g_a`` and ``g_s`` in tiles on large images.
         """
-        z = self.h_a(self.hyper_input(y), emb)
+        exact = self.entropy_bottleneck.quantiles.dtype  # the hyper path's precision (see YotoHyperprior.for_coding)
+        z = in_own_precision(self.h_a, self.hyper_input(y), emb).to(exact)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self.gaussian_params(z_hat, emb)
-        y_strings = self.gaussian_conditional.compress(y, self.gaussian_conditional.build_indexes(scales), means=means)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y.to(exact), indexes, means=means)
         return [y_strings[0], z_strings[0]], tuple(z.size()[-2:])
 
     def decompress_latent(self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor) -> Tensor:
@@ -259,6 +275,12 @@ class YotoHyperprior(CompressionModel):
         medians = self.entropy_bottleneck._get_medians().to(z_hat.dtype)
         symbols = {"z": torch.round(z_hat - medians).int(), "indexes": indexes.int(), "y": y_symbols.int()}
         return y_hat, symbols
+
+
+def in_own_precision(transform: ConditionalSequential, x: Tensor, emb: Tensor) -> Tensor:
+    """``transform(x, emb)`` computed in the dtype of the transform's weights (a mixed-precision coding model)."""
+    dtype = transform[0].weight.dtype
+    return transform(x.to(dtype), emb.to(dtype))
 
 
 def scale_gradient(t: Tensor, factor: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 from .model import YotoHyperprior
 
 STRIDE = 16  # total downsampling of g_a (and upsampling of g_s)
-TILE = 512  # pixels of output per tile side, a multiple of STRIDE (float64 activations: ~0.6 GB a tile)
+TILE = 768  # pixels of output per tile side, a multiple of STRIDE: a Kodak image is one piece (float32: ~0.7 GB a tile)
 HALO = 64  # pixels of context around a tile: more than the receptive-field radius of g_a (30) and g_s (≈40)
 
 
@@ -29,8 +29,9 @@ def spans(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
 def analysis(net: YotoHyperprior, image: np.ndarray, emb: Tensor) -> Tensor:
     """``g_a`` of an ``(H, W, 3)`` uint8 image with sides a multiple of the stride; returns ``(1, M, H/16, W/16)``."""
     height, width = image.shape[:2]
-    dtype = emb.dtype
+    dtype = net.g_a[0].weight.dtype
     y = torch.empty((1, net.config.M, height // STRIDE, width // STRIDE), dtype=dtype)
+    emb = emb.to(dtype)
     for r0, r1, R0, R1 in spans(height, TILE, HALO):
         for c0, c1, C0, C1 in spans(width, TILE, HALO):
             x = torch.from_numpy(np.ascontiguousarray(image[R0:R1, C0:C1])).permute(2, 0, 1)[None].to(dtype) / 255
@@ -46,6 +47,7 @@ def synthesis(net: YotoHyperprior, y_hat: Tensor, emb: Tensor) -> np.ndarray:
     height, width = y_hat.shape[-2] * STRIDE, y_hat.shape[-1] * STRIDE
     image = np.empty((height, width, 3), dtype=np.uint8)
     tile, halo = TILE // STRIDE, HALO // STRIDE
+    y_hat, emb = y_hat.to(net.g_s[1].weight.dtype), emb.to(net.g_s[1].weight.dtype)
     for r0, r1, R0, R1 in spans(y_hat.shape[-2], tile, halo):
         for c0, c1, C0, C1 in spans(y_hat.shape[-1], tile, halo):
             x_hat = net.g_s(y_hat[..., R0:R1, C0:C1], emb)
