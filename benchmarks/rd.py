@@ -32,7 +32,7 @@ import yotocodec
 from . import anchors as anchors_mod
 from . import images as images_mod
 from .bd import METHOD
-from .codecs import CODECS, measure, rd_point
+from .codecs import CODECS, measure, rd_point, ssimulacra2_missing
 from .plots import plot_rd
 from .report import AVERAGING, average, bd_table, write_summary
 
@@ -42,6 +42,7 @@ QUICK_KEYS = ("jpeg420", "webp", "model")
 MODEL_QUALITIES = tuple(float(q) for q in np.linspace(0, 100, 16))
 QUICK_MODEL_QUALITIES = tuple(float(q) for q in np.linspace(0, 100, 4))
 DEFAULT_OUT = Path("benchmarks/results")
+PACKAGES = ("yotocodec", "torch", "compressai", "numpy", "scipy", "pillow", "imagecodecs", "matplotlib", "ssimulacra2")
 BASELINE_QUALITY = 50.0  # a per-λ model ignores quality: its single λ is both ends of its range
 
 
@@ -72,10 +73,7 @@ def environment(threads: int) -> dict:
     """What produced the numbers: versions, machine, date and the command, stored with every codec's results."""
     from PIL import features
 
-    libraries = {
-        name: _package_version(name)
-        for name in ("yotocodec", "torch", "compressai", "numpy", "scipy", "pillow", "imagecodecs", "matplotlib")
-    }
+    libraries = {name: _package_version(name) for name in PACKAGES}
     libraries.update(
         {
             lib: features.version(feature) or "n/a"
@@ -424,6 +422,8 @@ def main(
     except yotocodec.YotoError as exc:
         raise click.ClickException(f"per-λ baseline: {exc}") from None
 
+    if reason := ssimulacra2_missing():  # a note, not a failure: its column reads n/a
+        notes.append(reason)
     classic = []
     for key in (k for k in keys if k in CODECS):
         reason = CODECS[key].missing()

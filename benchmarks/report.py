@@ -14,12 +14,23 @@ from .bd import METHOD, bd_psnr, bd_rate, msssim_db
 
 REFERENCES = {"jpeg420": "JPEG 4:2:0", "model": "single model"}
 AVERAGING = (
-    "mean over images of per-image bpp and of per-image PSNR (and of per-image MS-SSIM, then converted to dB), "
-    "at each codec setting, as in CompressAI's published results"
+    "mean over images of per-image bpp and of per-image PSNR (and of per-image MS-SSIM, then converted to dB, and of "
+    "per-image SSIMULACRA2), at each codec setting, as in CompressAI's published results"
 )
-METRICS = ("psnr", "ms_ssim_db")
-COLUMNS = {"bd_rate_psnr": "BD-rate PSNR", "bd_rate_msssim": "BD-rate MS-SSIM", "bd_psnr": "BD-PSNR"}
+METRICS = ("psnr", "ms_ssim_db", "ssimulacra2")
+COLUMNS = {
+    "bd_rate_psnr": "BD-rate PSNR",
+    "bd_rate_msssim": "BD-rate MS-SSIM",
+    "bd_rate_ssimulacra2": "BD-rate SSIMULACRA2",
+    "bd_psnr": "BD-PSNR",
+}
+RATE_COLUMNS = {"psnr": "bd_rate_psnr", "ms_ssim_db": "bd_rate_msssim", "ssimulacra2": "bd_rate_ssimulacra2"}
 MODEL_QUALITIES = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0)
+SSIMULACRA2_NOTE = (
+    "SSIMULACRA2 is libjxl's perceptual score (100: identical, higher is better), computed by the pure-Python "
+    "`ssimulacra2` package (its version is in rd.json's meta; its scores were not checked against libjxl's own tool); "
+    "n/a where a curve was measured without it (published curves, older results)."
+)
 
 
 def average(per_image: dict[str, list[dict]]) -> list[dict]:
@@ -32,8 +43,8 @@ def average(per_image: dict[str, list[dict]]) -> list[dict]:
     for setting in sorted(by_setting):
         points = by_setting[setting]
         row = {"setting": setting, "num_images": len(points)}
-        for name in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s"):
-            row[name] = float(np.mean([np.nan if p[name] is None else p[name] for p in points]))
+        for name in ("bpp", "psnr", "ms_ssim", "ssimulacra2", "enc_s", "dec_s"):  # results older than a measure: nan
+            row[name] = float(np.mean([np.nan if p.get(name) is None else p[name] for p in points]))
         row["ms_ssim_db"] = float(msssim_db(row["ms_ssim"]))
         rows.append(row)
     return rows
@@ -42,7 +53,8 @@ def average(per_image: dict[str, list[dict]]) -> list[dict]:
 def curve(entry: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(bpp, quality) of the averaged curve of one codec, sorted by rate."""
     rows = sorted(entry["mean"], key=lambda r: r["bpp"])
-    return np.array([r["bpp"] for r in rows], dtype=float), np.array([r[metric] for r in rows], dtype=float)
+    quality = np.array([r.get(metric) for r in rows], dtype=float)  # None (JSON null) or absent: nan, left out
+    return np.array([r["bpp"] for r in rows], dtype=float), quality
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -50,15 +62,19 @@ def _nan_to_none(value: float) -> float | None:
 
 
 def bd_table(codecs: dict[str, dict], anchors: Sequence[Anchor] = ()) -> dict[str, dict]:
-    """BD-rate (%, on PSNR and MS-SSIM) and BD-PSNR (dB) of each codec and published curve vs each reference."""
+    """BD-rate (%, on PSNR, MS-SSIM and SSIMULACRA2) and BD-PSNR (dB) of each codec and published curve per reference.
+
+    None where a curve lacks the measure: published curves and results older than SSIMULACRA2 have none.
+    """
     curves = {key: {m: curve(entry, m) for m in METRICS} for key, entry in codecs.items()}
-    curves.update({a.key: {"psnr": (a.bpp, a.psnr), "ms_ssim_db": (a.bpp, a.ms_ssim_db)} for a in anchors})
+    for a in anchors:  # published curves carry no SSIMULACRA2
+        unmeasured = (a.bpp, np.full_like(a.bpp, np.nan))
+        curves[a.key] = {"psnr": (a.bpp, a.psnr), "ms_ssim_db": (a.bpp, a.ms_ssim_db), "ssimulacra2": unmeasured}
     table = {}
     for key, own in curves.items():
         table[key] = {
             f"vs_{ref}": {
-                "bd_rate_psnr": _nan_to_none(bd_rate(*curves[ref]["psnr"], *own["psnr"])),
-                "bd_rate_msssim": _nan_to_none(bd_rate(*curves[ref]["ms_ssim_db"], *own["ms_ssim_db"])),
+                **{column: _nan_to_none(bd_rate(*curves[ref][m], *own[m])) for m, column in RATE_COLUMNS.items()},
                 "bd_psnr": _nan_to_none(bd_psnr(*curves[ref]["psnr"], *own["psnr"])),
             }
             for ref in REFERENCES
@@ -104,7 +120,7 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
     lines += [
         "",
         f"Points: {AVERAGING}. bpp counts every byte of the encoded file, header included. "
-        f"MS-SSIM is RGB MS-SSIM in dB, -10·log10(1 - MS-SSIM). BD method: {METHOD}.",
+        f"MS-SSIM is RGB MS-SSIM in dB, -10·log10(1 - MS-SSIM). {SSIMULACRA2_NOTE} BD method: {METHOD}.",
         "",
         "## Codecs",
         "",
@@ -144,6 +160,10 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
     return "\n".join(lines) + "\n"
 
 
+def _score(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def _sweep(entry: dict) -> str:
     settings = [r["setting"] for r in entry["mean"]]
     return f"{entry['parameter']} {min(settings):g}–{max(settings):g}, {len(settings)} points"
@@ -159,13 +179,13 @@ def _model_section(entry: dict) -> list[str]:
         "",
         f"Timed with {entry['meta']['torch_threads']} torch thread(s) on {entry['meta']['cpu']}.",
         "",
-        "| quality | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | enc s | dec s |",
-        "|---|---|---|---|---|---|---|",
+        "| quality | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | SSIMULACRA2 | enc s | dec s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['setting']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['ms_ssim_db']:.2f} | "
-            f"{r['enc_s']:.3f} | {r['dec_s']:.3f} |"
+            f"{_score(r.get('ssimulacra2'))} | {r['enc_s']:.3f} | {r['dec_s']:.3f} |"
         )
     return lines
 
@@ -199,7 +219,8 @@ def _baselines_section(codecs: dict) -> list[str]:
         lines += [
             "",
             f"BD-rate of the single model against the per-λ curve: {_cell('bd_rate_psnr', _nan_to_none(rate['psnr']))} "
-            f"(PSNR), {_cell('bd_rate_msssim', _nan_to_none(rate['ms_ssim_db']))} (MS-SSIM); BD-PSNR "
+            f"(PSNR), {_cell('bd_rate_msssim', _nan_to_none(rate['ms_ssim_db']))} (MS-SSIM), "
+            f"{_cell('bd_rate_ssimulacra2', _nan_to_none(rate['ssimulacra2']))} (SSIMULACRA2); BD-PSNR "
             f"{_cell('bd_psnr', _nan_to_none(gain))} (negative rate or positive dB: the single model is better).",
         ]
     paired = baselines.get("single_at_lambda")

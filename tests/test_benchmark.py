@@ -18,6 +18,7 @@ from conftest import synthetic
 from PIL import Image
 
 import yotocodec
+from benchmarks import codecs as codecs_mod
 from benchmarks.anchors import load_anchors
 from benchmarks.baselines import baseline_lambdas, claim
 from benchmarks.baselines import main as baselines_main
@@ -26,10 +27,10 @@ from benchmarks.ceiling import ceiling
 from benchmarks.ceiling import main as ceiling_main
 from benchmarks.channels import channel_bits, channel_use
 from benchmarks.channels import main as channels_main
-from benchmarks.codecs import CODECS, measure
+from benchmarks.codecs import CODECS, measure, ssimulacra2, ssimulacra2_missing
 from benchmarks.images import sample_images
-from benchmarks.rd import main
-from benchmarks.report import rd_cost
+from benchmarks.rd import finite_json, main
+from benchmarks.report import average, bd_table, rd_cost, summary_markdown
 from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,21 @@ def test_classic_codec_round_trip(key):
     assert 0 < low["bpp"] < high["bpp"]
     assert 20 < low["psnr"] < high["psnr"]
     assert 0 < low["ms_ssim"] < high["ms_ssim"] <= 1
+    if not ssimulacra2_missing():
+        assert low["ssimulacra2"] < high["ssimulacra2"] <= 100
+
+
+def test_ssimulacra2_is_100_for_identical_images_and_falls_with_distortion(monkeypatch):
+    if ssimulacra2_missing():
+        pytest.skip(ssimulacra2_missing())
+    array = sample_images(64).arrays[1]
+    noisy = [np.clip(array + np.random.default_rng(0).normal(0, s, array.shape), 0, 255).astype(np.uint8)
+             for s in (2, 8)]  # fmt: skip
+    assert ssimulacra2(array, array) == 100
+    assert 100 > ssimulacra2(array, noisy[0]) > ssimulacra2(array, noisy[1])
+    assert math.isnan(ssimulacra2(array[:7], array[:7]))  # below the metric's smallest scale
+    monkeypatch.setattr(codecs_mod, "ssimulacra2_missing", lambda: "not installed")
+    assert math.isnan(ssimulacra2(array, array))
 
 
 def test_published_curves_load_and_a_missing_folder_is_a_note(tmp_path):
@@ -143,8 +159,13 @@ def test_quick_run_writes_consistent_outputs(quick):
         per_image_bpp = [[p["bpp"] for p in points] for points in entry["per_image"].values()]
         np.testing.assert_allclose(means["bpp"], np.mean(per_image_bpp, axis=0))
     assert np.all(np.diff(_means(results, "jpeg420")["psnr"]) > 0)
-    assert results["bd"]["jpeg420"]["vs_jpeg420"] == {"bd_rate_psnr": 0.0, "bd_rate_msssim": 0.0, "bd_psnr": 0.0}
+    same = 0.0 if ssimulacra2_missing() is None else None  # None: not measured, n/a
+    assert results["bd"]["jpeg420"]["vs_jpeg420"] == {"bd_rate_psnr": 0.0, "bd_rate_msssim": 0.0,
+                                                      "bd_rate_ssimulacra2": same, "bd_psnr": 0.0}  # fmt: skip
+    points = [p for entry in results["codecs"].values() for ps in entry["per_image"].values() for p in ps]
+    assert all((p["ssimulacra2"] is None) == (same is None) for p in points)
     summary = (out / "summary.md").read_text()
+    assert "BD-rate SSIMULACRA2 vs JPEG 4:2:0" in summary
     for entry in results["codecs"].values():
         assert f"| {entry['label']} |" in summary
     assert "mean over images of per-image bpp and of per-image PSNR" in summary
@@ -413,3 +434,29 @@ def test_the_ceiling_is_the_autoencoder_without_quantisation(model, tmp_path):
     assert [line.split(" | ")[0] for line in run.output.splitlines()[-3:]] == ["| 0.002", "| 0.02", "| 0.2"]
     run = CliRunner().invoke(ceiling_main, [str(tmp_path / "w.pt"), "--images", str(folder), "--lambda", "0.5"])
     assert run.exit_code == 1 and "λ 0.5 is outside the model's range [0.002, 0.2]" in run.output
+
+
+def _old_point(setting: float, bpp: float, psnr: float) -> dict:
+    """An RD point as rd.json stored it before SSIMULACRA2 was measured."""
+    return {"setting": setting, "num_bytes": 1, "bpp": bpp, "psnr": psnr, "ms_ssim": 1 - 10 ** (-psnr / 20),
+            "enc_s": 0.1, "dec_s": 0.1}  # fmt: skip
+
+
+def test_results_without_ssimulacra2_still_load_and_tabulate():
+    codecs = {}
+    for key, scale in (("jpeg420", 1.0), ("webp", 0.8)):
+        per_image = {"a.png": [_old_point(q, scale * r, p) for q, r, p in zip(range(6), RATES, PSNRS, strict=True)]}
+        codecs[key] = {"label": key, "library": "-", "settings": "-", "parameter": "quality", "per_image": per_image}
+    meta = {"date": "-", "cpu": "-", "command": "-", "torch_threads": 1}
+    dataset = {"images": [{"name": "a.png"}], "source": "-", "fingerprint": "0" * 64}
+    for reloaded in (False, True):  # as measured, then through rd.json (nan written as null)
+        for entry in codecs.values():
+            entry["mean"] = average(entry["per_image"])
+        if reloaded:
+            codecs = json.loads(json.dumps(finite_json(codecs)))
+            assert codecs["webp"]["mean"][0]["ssimulacra2"] is None
+        table = bd_table(codecs)
+        assert table["webp"]["vs_jpeg420"]["bd_rate_psnr"] == pytest.approx(-20, abs=1e-6)
+        assert table["webp"]["vs_jpeg420"]["bd_rate_ssimulacra2"] is None
+        results = {"codecs": codecs, "meta": meta, "dataset": dataset, "bd": table}
+        assert "| webp | -20.0 % | -20.0 % | n/a | " in summary_markdown(results, [], [])
