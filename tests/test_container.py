@@ -246,8 +246,9 @@ def test_bad_magic(magic: bytes) -> None:
 @pytest.mark.parametrize("version", [0, 3, 255])
 def test_unsupported_version(version: int) -> None:
     match = rf"unsupported format version {version} \(this yotocodec reads versions 1 and 2\)"
-    with pytest.raises(YotoError, match=match):
+    with pytest.raises(YotoError, match=match) as error:
         unpack(raw_file(version=version))
+    assert ("written by a newer yotocodec: upgrade to read it" in str(error.value)) == (version > 2)
 
 
 @pytest.mark.parametrize("mode_code", [4, 255])
