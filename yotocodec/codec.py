@@ -43,7 +43,10 @@ def default_model_path() -> Path:
 
 
 @lru_cache(maxsize=4)
+@torch.inference_mode(False)  # often first called from encode/decode: cached weights must stay usable by autograd
 def _load_cached(path: str, mtime_ns: int) -> YotoHyperprior:
+    """Load once per file version; the weights are ordinary tensors so that ``effort`` can differentiate through
+    them (inference-mode tensors cannot be saved for backward)."""
     try:
         model, meta = load_weights(path)
     except FileNotFoundError:
