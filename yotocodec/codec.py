@@ -26,7 +26,7 @@ from .container import LAMBDA_CODE_MAX, MAX_PIXELS, MAX_SIDE, Header, pack, unpa
 from .errors import YotoError
 from .isolation import run_isolated
 from .metadata import Metadata, read_metadata, stored_metadata
-from .model import YotoHyperprior, load_weights
+from .model import YotoHyperprior, load_weights, precision
 from .refine import refine_latent
 from .tiling import analysis, synthesis
 
@@ -103,7 +103,7 @@ def _lambda(lmbda_min: float, lmbda_max: float, code: int) -> float:
 
 
 def _embedding(net: YotoHyperprior, code: int) -> torch.Tensor:
-    dtype = net.cond[0].weight.dtype  # float64 in a coding model: h_s must see exactly the same embedding
+    dtype = precision(net.cond)  # float64 in a coding model: h_s must see exactly the same embedding
     return net.embed(torch.tensor([lambda_from_code(net, code)], dtype=dtype))
 
 

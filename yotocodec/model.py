@@ -247,7 +247,7 @@ class YotoHyperprior(CompressionModel):
         Needs :meth:`update` to have built the CDF tables.  The transforms stay outside so that the codec can run
         ``g_a`` and ``g_s`` in tiles on large images.
         """
-        exact = self.entropy_bottleneck.quantiles.dtype  # the hyper path's precision (see YotoHyperprior.for_coding)
+        exact = precision(self.entropy_bottleneck)  # the hyper path's precision (see for_coding)
         z = in_own_precision(self.h_a, self.hyper_input(y), emb).to(exact)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
@@ -277,9 +277,14 @@ class YotoHyperprior(CompressionModel):
         return y_hat, symbols
 
 
+def precision(module: nn.Module) -> torch.dtype:
+    """The dtype ``module`` computes in: in a coding model (:meth:`YotoHyperprior.for_coding`) parts differ."""
+    return next(module.parameters()).dtype
+
+
 def in_own_precision(transform: ConditionalSequential, x: Tensor, emb: Tensor) -> Tensor:
     """``transform(x, emb)`` computed in the dtype of the transform's weights (a mixed-precision coding model)."""
-    dtype = transform[0].weight.dtype
+    dtype = precision(transform)
     return transform(x.to(dtype), emb.to(dtype))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import YotoHyperprior
+from .model import YotoHyperprior, precision
 
 STRIDE = 16  # total downsampling of g_a (and upsampling of g_s)
 TILE = 768  # pixels of output per tile side, a multiple of STRIDE: a Kodak image is one piece (float32: ~0.7 GB a tile)
@@ -29,7 +29,7 @@ def spans(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
 def analysis(net: YotoHyperprior, image: np.ndarray, emb: Tensor) -> Tensor:
     """``g_a`` of an ``(H, W, 3)`` uint8 image with sides a multiple of the stride; returns ``(1, M, H/16, W/16)``."""
     height, width = image.shape[:2]
-    dtype = net.g_a[0].weight.dtype
+    dtype = precision(net.g_a)
     y = torch.empty((1, net.config.M, height // STRIDE, width // STRIDE), dtype=dtype)
     emb = emb.to(dtype)
     for r0, r1, R0, R1 in spans(height, TILE, HALO):
@@ -47,7 +47,7 @@ def synthesis(net: YotoHyperprior, y_hat: Tensor, emb: Tensor) -> np.ndarray:
     height, width = y_hat.shape[-2] * STRIDE, y_hat.shape[-1] * STRIDE
     image = np.empty((height, width, 3), dtype=np.uint8)
     tile, halo = TILE // STRIDE, HALO // STRIDE
-    y_hat, emb = y_hat.to(net.g_s[1].weight.dtype), emb.to(net.g_s[1].weight.dtype)
+    y_hat, emb = y_hat.to(precision(net.g_s)), emb.to(precision(net.g_s))
     for r0, r1, R0, R1 in spans(y_hat.shape[-2], tile, halo):
         for c0, c1, C0, C1 in spans(y_hat.shape[-1], tile, halo):
             x_hat = net.g_s(y_hat[..., R0:R1, C0:C1], emb)
