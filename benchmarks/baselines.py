@@ -29,7 +29,9 @@ import numpy as np
 
 from yotocodec.cli import recipe_options
 from yotocodec.model import ModelConfig
-from yotocodec.train import CHECKPOINT_NAME, PRECISIONS, TrainConfig, export, train
+from yotocodec.training.checkpoint import CHECKPOINT_NAME, export
+from yotocodec.training.loop import train
+from yotocodec.training.recipe import PRECISIONS, TrainConfig
 
 DEFAULT_DATA = Path("../shared/data/train")
 DEFAULT_OUT = Path("models/baselines")
@@ -68,6 +70,23 @@ def claim(run_dir: Path) -> Iterator[bool]:
             yield False
         else:
             yield True
+
+
+def train_and_export(name: str, cfg: TrainConfig, minutes_left: float, out: Path) -> str:
+    """Train one run to its steps and export it: "exported", "stopped" (out of time) or "busy" (another has it)."""
+    with claim(Path(cfg.run_dir)) as mine:
+        if not mine:
+            return "busy"
+        try:
+            _, record = train(replace(cfg, max_minutes=None if math.isinf(minutes_left) else minutes_left))
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(f"{name}: {exc}") from None
+        if record["step"] < cfg.steps:
+            click.echo(f"{name} stopped at step {record['step']} of {cfg.steps}: run again to continue", err=True)
+            return "stopped"
+        model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
+    click.echo(f"{name}: {cfg.steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
+    return "exported"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,19 +144,11 @@ def main(
         if left <= 0:
             click.echo(f"time is up before {name}: run the same command again to continue", err=True)
             return
-        with claim(Path(cfg.run_dir)) as mine:
-            if not mine:
-                busy.append(name)
-                continue
-            try:
-                _, record = train(replace(cfg, max_minutes=None if math.isinf(left) else left))
-            except (ValueError, FileNotFoundError) as exc:
-                raise click.ClickException(f"{name}: {exc}") from None
-            if record["step"] < cfg.steps:
-                click.echo(f"{name} stopped at step {record['step']} of {cfg.steps}: run again to continue", err=True)
-                return
-            model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
-        click.echo(f"{name}: {cfg.steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
+        outcome = train_and_export(name, cfg, left, out)
+        if outcome == "busy":
+            busy.append(name)
+        elif outcome == "stopped":
+            return
     if busy:
         click.echo(f"{', '.join(busy)}: being trained by another invocation when reached (it exports them)", err=True)
 

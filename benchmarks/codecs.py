@@ -89,31 +89,27 @@ def _jpeg_library() -> str:
 
 _STEP5 = tuple(float(q) for q in range(5, 100, 5))
 
+
+def _jpeg(key: str, label: str, subsampling: int, chroma: str) -> ClassicCodec:
+    """JPEG through Pillow: its configurations differ only in chroma subsampling."""
+    return ClassicCodec(
+        key,
+        label,
+        "quality",
+        _STEP5,
+        (10, 30, 60, 90),
+        f"Pillow, {chroma}, standard Huffman tables",
+        lambda a, q: _pillow_encode(a, "JPEG", quality=round(q), subsampling=subsampling),
+        _pillow_decode,
+        _jpeg_library,
+    )
+
+
 CODECS: dict[str, ClassicCodec] = {
     codec.key: codec
     for codec in (
-        ClassicCodec(
-            "jpeg420",
-            "JPEG 4:2:0",
-            "quality",
-            _STEP5,
-            (10, 30, 60, 90),
-            "Pillow, chroma 4:2:0 (subsampling=2, the default), standard Huffman tables",
-            lambda a, q: _pillow_encode(a, "JPEG", quality=round(q), subsampling=2),
-            _pillow_decode,
-            _jpeg_library,
-        ),
-        ClassicCodec(
-            "jpeg444",
-            "JPEG 4:4:4",
-            "quality",
-            _STEP5,
-            (10, 30, 60, 90),
-            "Pillow, no chroma subsampling (subsampling=0), standard Huffman tables",
-            lambda a, q: _pillow_encode(a, "JPEG", quality=round(q), subsampling=0),
-            _pillow_decode,
-            _jpeg_library,
-        ),
+        _jpeg("jpeg420", "JPEG 4:2:0", 2, "chroma 4:2:0 (subsampling=2, the default)"),
+        _jpeg("jpeg444", "JPEG 4:4:4", 0, "no chroma subsampling (subsampling=0)"),
         ClassicCodec(
             "webp",
             "WebP",

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import click
 import numpy as np
-from tqdm import tqdm
 
 import yotocodec
 from yotocodec.refine import EFFORT_STEPS
 
 from . import images as images_mod
 from .bd import METHOD, bd_rate
-from .rd import DEFAULT_OUT, environment, measure_learned, prepare, results_dir, warm_up, write_results
+from .common import environment, measure_learned, over_images, prepare, results_dir, write_results
+from .options import images_option, limit_option, model_option, out_option, threads_option
 from .report import METRICS, average, curve
 
 QUALITIES = tuple(float(q) for q in np.linspace(0, 100, 5))
@@ -35,18 +35,15 @@ def run(
     qualities: tuple[float, ...],
 ) -> dict[int, dict]:
     """Per-image RD points (setting = quality) of every effort level, and their averages."""
-    warm_up(model, image_set)
     levels: dict[int, dict] = {e: {"per_image": {}} for e in efforts}
-    total = len(efforts) * len(image_set.names) * len(qualities)
-    with tqdm(total=total, desc="effort levels", unit="point") as bar:
-        for name, array in zip(image_set.names, image_set.arrays, strict=True):
-            for effort in efforts:
-                bar.set_postfix_str(f"{name} effort {effort}")
-                points = []
-                for quality in qualities:
-                    points.append(measure_learned(model, array, quality, effort))
-                    bar.update()
-                levels[effort]["per_image"][name] = points
+    for name, array, bar in over_images(model, image_set, len(efforts) * len(qualities), "effort levels", "point"):
+        for effort in efforts:
+            bar.set_postfix_str(f"{name} effort {effort}")
+            points = []
+            for quality in qualities:
+                points.append(measure_learned(model, array, quality, effort))
+                bar.update()
+            levels[effort]["per_image"][name] = points
     for entry in levels.values():
         entry["mean"] = average(entry["per_image"])
     return levels
@@ -113,18 +110,15 @@ def _efforts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--images", "image_dir", type=click.Path(path_type=Path), default=images_mod.DEFAULT_DIR,
-              show_default=True, help="Folder of test images.")  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@images_option()
+@limit_option()
 @click.option("--crop", type=click.IntRange(min=16), default=None, help="Centre crops of this many pixels a side.")
 @click.option("--efforts", default=",".join(str(e) for e in range(len(EFFORT_STEPS))), callback=_efforts,
               show_default=True, help="Effort levels to measure (0 is the reference and always included).")  # fmt: skip
 @click.option("--quick", is_flag=True, help="Three 256×256 crops, three qualities, efforts 0 and 1: a smoke run.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights file (default: the shipped model).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Where effort.json and effort.md go [default: {DEFAULT_OUT}, or {DEFAULT_OUT}/quick].")  # fmt: skip
+@model_option()
+@threads_option()
+@out_option("effort.json and effort.md")
 def main(
     image_dir: Path,
     limit: int | None,
@@ -148,7 +142,7 @@ def main(
         "dataset": image_set.describe(),
         "qualities": list(qualities),
         "bd_method": METHOD,
-        "meta": environment(threads),
+        "meta": environment("benchmarks.effort", threads),
         "notes": notes,
         "levels": compare(levels),
         "per_level": {str(e): entry for e, entry in levels.items()},

@@ -16,14 +16,14 @@ from pathlib import Path
 import click
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 import yotocodec
 from yotocodec.metrics import psnr
 from yotocodec.ratecontrol import PSNR_TOLERANCE_DB, SIZE_TOLERANCE, encode_to_bpp, encode_to_psnr
 
 from . import images as images_mod
-from .rd import DEFAULT_OUT, environment, prepare, results_dir, warm_up, write_results
+from .common import environment, over_images, prepare, results_dir, write_results
+from .options import images_option, limit_option, model_option, out_option, threads_option
 
 BPP_TARGETS = (0.25, 0.5, 1.0)  # inside the shipped model's Kodak range (0.11–1.29 bpp, 26.3–33.0 dB)
 PSNR_TARGETS = (28.0, 30.0, 32.0)
@@ -76,24 +76,23 @@ def run(
     bpp_targets: tuple[float, ...],
     psnr_targets: tuple[float, ...],
 ) -> dict[str, dict]:
-    warm_up(model, image_set)
+    """Every target on every image, with the image's quality-0 and quality-100 ends that classify them."""
     per_image = {}
-    total = len(image_set.names) * (len(bpp_targets) + len(psnr_targets))
-    with tqdm(total=total, desc="rate control", unit="target") as bar:
-        for name, array in zip(image_set.names, image_set.arrays, strict=True):
-            image = Image.fromarray(array, "RGB")
-            ends = [yotocodec.encode(image, q, model=model) for q in (0.0, 100.0)]
-            sizes = tuple(len(data) for data in ends)
-            psnrs = tuple(psnr(array, np.asarray(yotocodec.decode(d, model=model).convert("RGB"))) for d in ends)
-            record = {"quality_0": {"bytes": sizes[0], "psnr": psnrs[0]},
-                      "quality_100": {"bytes": sizes[1], "psnr": psnrs[1]}, "size": [], "psnr": []}  # fmt: skip
-            for target in bpp_targets:
-                record["size"].append(size_trial(model, image, target, sizes))
-                bar.update()
-            for target in psnr_targets:
-                record["psnr"].append(psnr_trial(model, image, array, target, psnrs))
-                bar.update()
-            per_image[name] = record
+    steps = len(bpp_targets) + len(psnr_targets)
+    for name, array, bar in over_images(model, image_set, steps, "rate control", "target"):
+        image = Image.fromarray(array, "RGB")
+        ends = [yotocodec.encode(image, q, model=model) for q in (0.0, 100.0)]
+        sizes = tuple(len(data) for data in ends)
+        psnrs = tuple(psnr(array, np.asarray(yotocodec.decode(d, model=model).convert("RGB"))) for d in ends)
+        record = {"quality_0": {"bytes": sizes[0], "psnr": psnrs[0]},
+                  "quality_100": {"bytes": sizes[1], "psnr": psnrs[1]}, "size": [], "psnr": []}  # fmt: skip
+        for target in bpp_targets:
+            record["size"].append(size_trial(model, image, target, sizes))
+            bar.update()
+        for target in psnr_targets:
+            record["psnr"].append(psnr_trial(model, image, array, target, psnrs))
+            bar.update()
+        per_image[name] = record
     return per_image
 
 
@@ -102,37 +101,56 @@ def _stat(function: Callable[[list], float], values: list) -> float | None:
     return float(function(values)) if values else None
 
 
+def _target_rows(
+    per_image: dict[str, dict], kind: str, targets: tuple, target_key: str, measures: Callable[[float, list], dict]
+) -> list[dict]:
+    """One row per target of ``kind`` ("size" or "psnr"), over the images it was inside the range for.
+
+    Every row counts those images and the trials their encodings took; ``measures`` adds what the kind promises.
+    """
+    rows = []
+    for i, target in enumerate(targets):
+        inside = [r[kind][i] for r in per_image.values() if r[kind][i]["inside"]]
+        rows.append(
+            {
+                target_key: target,
+                "images_inside_range": len(inside),
+                **measures(target, inside),
+                "mean_trials": _stat(np.mean, [t["trials"] for t in inside]),
+                "max_trials": max(t["trials"] for t in inside) if inside else None,
+            }
+        )
+    return rows
+
+
+def _within(inside: list[dict]) -> int:
+    return sum(bool(t.get("within_tolerance")) for t in inside)
+
+
+def _size_measures(target: float, inside: list[dict]) -> dict:
+    """How many files kept the size promise and how far they fell below the target."""
+    return {
+        "within_tolerance": _within(inside),
+        "mean_abs_error_pct": _stat(np.mean, [abs(t["error_pct"]) for t in inside]),
+        "worst_error_pct": _stat(min, [t["error_pct"] for t in inside]),
+    }
+
+
+def _psnr_measures(target: float, inside: list[dict]) -> dict:
+    """How many decoded images reached the PSNR target, kept the promise, and by how much they overshot."""
+    return {
+        "reached": sum(t["reached"] for t in inside),
+        "within_tolerance": _within(inside),
+        "mean_excess_db": _stat(np.mean, [t["psnr"] - target for t in inside]),
+    }
+
+
 def summarise(per_image: dict[str, dict], bpp_targets: tuple, psnr_targets: tuple) -> dict[str, list[dict]]:
     """Per target: how many images it was inside the range for, how many met the promise, error and trials."""
-    size_rows = []
-    for i, target in enumerate(bpp_targets):
-        inside = [r["size"][i] for r in per_image.values() if r["size"][i]["inside"]]
-        size_rows.append(
-            {
-                "target_bpp": target,
-                "images_inside_range": len(inside),
-                "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
-                "mean_abs_error_pct": _stat(np.mean, [abs(t["error_pct"]) for t in inside]),
-                "worst_error_pct": _stat(min, [t["error_pct"] for t in inside]),
-                "mean_trials": _stat(np.mean, [t["trials"] for t in inside]),
-                "max_trials": max(t["trials"] for t in inside) if inside else None,
-            }
-        )
-    psnr_rows = []
-    for i, target in enumerate(psnr_targets):
-        inside = [r["psnr"][i] for r in per_image.values() if r["psnr"][i]["inside"]]
-        psnr_rows.append(
-            {
-                "target_psnr": target,
-                "images_inside_range": len(inside),
-                "reached": sum(t["reached"] for t in inside),
-                "within_tolerance": sum(bool(t.get("within_tolerance")) for t in inside),
-                "mean_excess_db": _stat(np.mean, [t["psnr"] - target for t in inside]),
-                "mean_trials": _stat(np.mean, [t["trials"] for t in inside]),
-                "max_trials": max(t["trials"] for t in inside) if inside else None,
-            }
-        )
-    return {"size": size_rows, "psnr": psnr_rows}
+    return {
+        "size": _target_rows(per_image, "size", bpp_targets, "target_bpp", _size_measures),
+        "psnr": _target_rows(per_image, "psnr", psnr_targets, "target_psnr", _psnr_measures),
+    }
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -184,19 +202,16 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--images", "image_dir", type=click.Path(path_type=Path), default=images_mod.DEFAULT_DIR,
-              show_default=True, help="Folder of test images.")  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@images_option()
+@limit_option()
 @click.option("--bpp", "bpp_targets", default=",".join(map(str, BPP_TARGETS)), callback=_floats, show_default=True,
               help="Size targets in bits per pixel.")  # fmt: skip
 @click.option("--psnr", "psnr_targets", default=",".join(map(str, PSNR_TARGETS)), callback=_floats,
               show_default=True, help="PSNR targets in dB.")  # fmt: skip
 @click.option("--quick", is_flag=True, help="Three 256×256 crops: a smoke run.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights file (default: the shipped model).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Where ratecontrol.json/.md go [default: {DEFAULT_OUT}, or {DEFAULT_OUT}/quick].")  # fmt: skip
+@model_option()
+@threads_option()
+@out_option("ratecontrol.json/.md")
 def main(
     image_dir: Path,
     limit: int | None,
@@ -214,7 +229,7 @@ def main(
         "format": 1,
         "model_id": model.model_id,
         "dataset": image_set.describe(),
-        "meta": environment(threads),
+        "meta": environment("benchmarks.ratecontrol", threads),
         "notes": notes,
         "summary": summarise(per_image, bpp_targets, psnr_targets),
         "per_image": per_image,

@@ -122,24 +122,8 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
         f"Points: {AVERAGING}. bpp counts every byte of the encoded file, header included. "
         f"MS-SSIM is RGB MS-SSIM in dB, -10·log10(1 - MS-SSIM). {SSIMULACRA2_NOTE} BD method: {METHOD}.",
         "",
-        "## Codecs",
-        "",
-        "| codec | library | settings | sweep | bpp range | enc s / image | dec s / image |",
-        "|---|---|---|---|---|---|---|",
+        *_codecs_section(codecs),
     ]
-    for entry in codecs.values():
-        rows = entry["mean"]
-        bpps = [r["bpp"] for r in rows]
-        enc, dec = np.mean([r["enc_s"] for r in rows]), np.mean([r["dec_s"] for r in rows])
-        lines.append(
-            f"| {entry['label']} | {entry['library']} | {entry['settings']} | {_sweep(entry)} | "
-            f"{min(bpps):.3f}–{max(bpps):.3f} | {enc:.3f} | {dec:.3f} |"
-        )
-    lines.append("")
-    lines.append(
-        "Seconds: mean over images and settings of one encode and one decode call; classic codecs single-threaded, "
-        "learned ones with the torch threads recorded in each codec's `meta` in rd.json."
-    )
     if "model" in codecs:
         lines += _model_section(codecs["model"])
     if "baselines" in codecs:
@@ -160,7 +144,32 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
     return "\n".join(lines) + "\n"
 
 
-def _score(value: float | None) -> str:
+def _codecs_section(codecs: dict[str, dict]) -> list[str]:
+    """What each curve is (library, settings, sweep), the rates it spans and its mean codec seconds."""
+    lines = [
+        "## Codecs",
+        "",
+        "| codec | library | settings | sweep | bpp range | enc s / image | dec s / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in codecs.values():
+        rows = entry["mean"]
+        bpps = [r["bpp"] for r in rows]
+        enc, dec = np.mean([r["enc_s"] for r in rows]), np.mean([r["dec_s"] for r in rows])
+        lines.append(
+            f"| {entry['label']} | {entry['library']} | {entry['settings']} | {_sweep(entry)} | "
+            f"{min(bpps):.3f}–{max(bpps):.3f} | {enc:.3f} | {dec:.3f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Seconds: mean over images and settings of one encode and one decode call; classic codecs single-threaded, "
+        "learned ones with the torch threads recorded in each codec's `meta` in rd.json."
+    )
+    return lines
+
+
+def score(value: float | None) -> str:
+    """A score to two decimals, or n/a where it was not measured (null in rd.json, nan in memory)."""
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
@@ -169,10 +178,16 @@ def _sweep(entry: dict) -> str:
     return f"{entry['parameter']} {min(settings):g}–{max(settings):g}, {len(settings)} points"
 
 
-def _model_section(entry: dict) -> list[str]:
+def model_rows(entry: dict) -> list[dict]:
+    """The single model's averaged points to tabulate: those at MODEL_QUALITIES when the sweep is denser."""
     rows = entry["mean"]
     if len(rows) > len(MODEL_QUALITIES):
         rows = [r for r in rows if any(abs(r["setting"] - q) < 1e-6 for q in MODEL_QUALITIES)]
+    return rows
+
+
+def _model_section(entry: dict) -> list[str]:
+    rows = model_rows(entry)
     lines = [
         "",
         f"## Single model `{entry['model_id']}` (λ {entry['lmbda_min']:g}–{entry['lmbda_max']:g})",
@@ -185,7 +200,7 @@ def _model_section(entry: dict) -> list[str]:
     for r in rows:
         lines.append(
             f"| {r['setting']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['ms_ssim_db']:.2f} | "
-            f"{_score(r.get('ssimulacra2'))} | {r['enc_s']:.3f} | {r['dec_s']:.3f} |"
+            f"{score(r.get('ssimulacra2'))} | {r['enc_s']:.3f} | {r['dec_s']:.3f} |"
         )
     return lines
 

@@ -31,8 +31,9 @@ import yotocodec
 
 from . import images as images_mod
 from .codecs import CODECS
+from .common import DEFAULT_OUT, environment, set_threads, write_results
 from .large import DEFAULT_IMAGE, big_photo, parse_size, run_step
-from .rd import DEFAULT_OUT, environment, set_threads, write_results
+from .options import images_option, limit_option
 
 REPEATS = 3
 CLASSIC_KEYS = ("jpeg420", "webp", "avif", "jpegxl")
@@ -343,9 +344,8 @@ def _thread_counts(ctx: click.Context, param: click.Parameter, values: tuple[str
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--images", "image_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=images_mod.DEFAULT_DIR, show_default=True, help="Folder of test images.")  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@images_option(file_okay=False)
+@limit_option()
 @click.option("--threads", multiple=True, default=("1,2",), callback=_thread_counts, show_default=True,
               help="torch thread counts, e.g. 1,2; each runs in its own fresh process.")  # fmt: skip
 @click.option("--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True,
@@ -374,7 +374,7 @@ def main(
         raise click.BadParameter(f"{image_dir} is not a folder", param_hint="--images")
     image_set = images_mod.load_folder(image_dir, limit)
     click.echo(f"{len(image_set.names)} images from {image_set.source}", err=True)
-    meta = environment(threads[0])
+    meta = environment("benchmarks.speed", threads[0])
     meta.update(torch_threads=list(threads), load_average_start=os.getloadavg()[0])
     results: dict[str, Any] = {
         "format": 1,

@@ -10,7 +10,6 @@ PSNR alone hides what the eye sees (blocking, ringing, blur, smeared texture); t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +29,8 @@ from yotocodec.ratecontrol import encode_to_bpp
 
 from . import images as images_mod
 from .codecs import CODECS
-from .rd import DEFAULT_OUT, environment, finite_json, set_threads
+from .common import DEFAULT_OUT, environment, set_threads, write_json
+from .options import images_option, model_option, threads_option
 
 DEFAULT_NAMES = ("kodim23", "kodim05", "kodim15")
 DEFAULT_KEYS = ("jpeg420", "webp", "avif")
@@ -225,8 +225,7 @@ def _keys(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--images", "image_dir", type=click.Path(path_type=Path), default=images_mod.DEFAULT_DIR,
-              show_default=True, help="Folder of the images (without it: scikit-image's photographs).")  # fmt: skip
+@images_option("Folder of the images (without it: scikit-image's photographs).")
 @click.option("--names", default=",".join(DEFAULT_NAMES), callback=_names, show_default=True,
               help="Images of the folder, by stem or file name, one row each.")  # fmt: skip
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BPP, show_default=True,
@@ -235,9 +234,8 @@ def _keys(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
               help=f"Classic codecs, one column each: {', '.join(CODECS)}.")  # fmt: skip
 @click.option("--crop", type=click.IntRange(min=16), default=CROP, show_default=True,
               help="Side of the crop shown, in pixels (known images keep their crop's top-left corner).")  # fmt: skip
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights file (default: the shipped model).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
+@model_option()
+@threads_option()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT / "visual.png",
               show_default=True, help="The figure (PNG); its numbers go beside it as .json.")  # fmt: skip
 def main(image_dir: Path, names: tuple[str, ...], bpp: float, keys: tuple[str, ...], crop: int,
@@ -261,8 +259,8 @@ def main(image_dir: Path, names: tuple[str, ...], bpp: float, keys: tuple[str, .
         raise click.ClickException(str(exc)) from None
     draw(rows, bpp, out)
     results = {**record(rows, bpp, model.model_id), "dataset": image_set.describe(), "notes": notes,
-               "meta": environment(threads)}  # fmt: skip
-    out.with_suffix(".json").write_text(json.dumps(finite_json(results), indent=1, ensure_ascii=False) + "\n")
+               "meta": environment("benchmarks.visual", threads)}  # fmt: skip
+    write_json(out.with_suffix(".json"), results)
     for row in rows:
         click.echo(f"{row.name}: " + "; ".join(f"{c.label} {c.bpp:.3f} bpp {c.psnr:.2f} dB" for c in row.coded))
     for note in notes:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import yotocodec
-from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
+from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.weights import save_weights
 
 
 @pytest.fixture(scope="session")

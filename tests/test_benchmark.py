@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -23,15 +25,18 @@ from benchmarks.anchors import load_anchors
 from benchmarks.baselines import baseline_lambdas, claim
 from benchmarks.baselines import main as baselines_main
 from benchmarks.bd import bd_psnr, bd_rate, msssim_db
-from benchmarks.ceiling import ceiling
-from benchmarks.ceiling import main as ceiling_main
-from benchmarks.channels import channel_bits, channel_use
-from benchmarks.channels import main as channels_main
 from benchmarks.codecs import CODECS, measure, ssimulacra2, ssimulacra2_missing
-from benchmarks.images import sample_images
-from benchmarks.rd import finite_json, main
+from benchmarks.common import finite_json
+from benchmarks.diagnostics.ceiling import ceiling
+from benchmarks.diagnostics.ceiling import main as ceiling_main
+from benchmarks.diagnostics.channels import channel_bits, channel_use
+from benchmarks.diagnostics.channels import main as channels_main
+from benchmarks.images import DEFAULT_DIR, sample_images
+from benchmarks.rd import _readme_plan, main
+from benchmarks.readme import END, START, update_readme
 from benchmarks.report import average, bd_table, rd_cost, summary_markdown
-from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
+from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -460,3 +465,85 @@ def test_results_without_ssimulacra2_still_load_and_tabulate():
         assert table["webp"]["vs_jpeg420"]["bd_rate_ssimulacra2"] is None
         results = {"codecs": codecs, "meta": meta, "dataset": dataset, "bd": table}
         assert "| webp | -20.0 % | -20.0 % | n/a | " in summary_markdown(results, [], [])
+
+
+def _rd_results() -> dict:
+    """Results as rd.json holds them: JPEG 4:2:0, WebP at 0.9× its rates and the single model at 0.8× them."""
+    codecs = {}
+    for key, label, scale in (("jpeg420", "JPEG 4:2:0", 1.0), ("webp", "WebP", 0.9),
+                              ("model", "yotocodec, single model abcd1234 (1,000 steps)", 0.8)):  # fmt: skip
+        points = [{**_old_point(q, scale * r, p), "ssimulacra2": 50.0 + q / 2}
+                  for q, r, p in zip(range(0, 101, 20), RATES, PSNRS, strict=True)]  # fmt: skip
+        per_image = {"a.png": points}
+        codecs[key] = {"label": label, "per_image": per_image, "mean": average(per_image)}
+    codecs["model"]["model_id"] = "abcd1234"
+    return {"codecs": codecs, "dataset": {"images": [{"name": "a.png"}], "source": "../shared/data/kodak"}}
+
+
+def _between_markers(text: str) -> str:
+    return text.split(START)[1].split(END)[0]
+
+
+def test_readme_table_replaces_only_the_block_between_the_markers(tmp_path):
+    before, after = "# yotocodec\n\n## Results\n\nHand-written intro.\n\n", "\n\nMore prose, kept.\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{before}{START}\n| quality | stale |\n{END}{after}")  # the markers as README.md has them
+    update_readme(readme, _rd_results())
+    text = readme.read_text()
+    assert text.startswith(before + START) and text.endswith(END + after)
+    block = _between_markers(text)
+    assert "stale" not in block
+    rows = block.strip().splitlines()
+    for row in ("| quality | 0 | 20 | 40 | 60 | 80 | 100 |", "| bpp | 0.120 | 0.240 | 0.440 | 0.720 | 1.120 | 1.680 |",
+                "| PSNR (dB) | 27.00 | 29.50 | 31.80 | 34.00 | 36.10 | 38.50 |",
+                "| SSIMULACRA2 | 50.00 | 60.00 | 70.00 | 80.00 | 90.00 | 100.00 |",
+                "| BD-rate of `abcd1234` against | JPEG 4:2:0 | WebP |",
+                "| bits for the same PSNR | −20.0 % | −11.1 % |",
+                "| bits for the same SSIMULACRA2 | −20.0 % | −11.1 % |"):  # fmt: skip
+        assert row in rows
+    update_readme(readme, _rd_results())  # rewriting the same results changes nothing
+    assert readme.read_text() == text
+
+
+def test_readme_without_markers_is_an_error_and_left_as_it_is(tmp_path):
+    readme = tmp_path / "README.md"
+    for text in ("# no markers\n", f"{END}\n{START}\n", f"{START}\n{START}\n{END}\n"):
+        readme.write_text(text)
+        with pytest.raises(click.ClickException, match="rd-results:start"):
+            update_readme(readme, _rd_results())
+        assert readme.read_text() == text
+
+
+def test_only_a_full_default_run_rewrites_the_repository_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    assert _readme_plan(readme, False, True, tmp_path, tmp_path) == (readme, False)  # named: always
+    assert _readme_plan(readme, True, False, DEFAULT_DIR, None) is None  # --no-readme
+    assert _readme_plan(None, False, True, DEFAULT_DIR, None) is None  # --quick
+    assert _readme_plan(None, False, False, tmp_path, None) is None  # other images
+    assert _readme_plan(None, False, False, DEFAULT_DIR, tmp_path) is None  # other --out
+    with pytest.raises(click.ClickException, match="not found"):
+        _readme_plan(tmp_path / "missing.md", False, False, DEFAULT_DIR, None)
+
+
+def test_rd_run_writes_the_readme_table_and_checks_the_markers_first(quick, tmp_path):
+    _shipped_model_or_skip()  # the quick run measured the single model: the table is of it
+    images, results = quick
+    out = shutil.copytree(results, tmp_path / "out")
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n")
+    args = ("--quick", "--images", str(images), "--out", str(out), "--codecs", "jpeg420", "--readme", str(readme))
+    early = _run(*args)
+    assert early.returncode == 1 and "rd-results:start" in early.stderr
+    assert "classic codecs" not in early.stderr  # failed before measuring
+    readme.write_text(f"# title\n\n{START}\n{END}\n\nend\n")
+    run = _run(*args)
+    assert run.returncode == 0, run.stderr
+    text = readme.read_text()
+    assert text.startswith(f"# title\n\n{START}\n") and text.endswith(f"{END}\n\nend\n")
+    codecs = json.loads((out / "rd.json").read_text())["codecs"]
+    labels = " | ".join(entry["label"] for key, entry in codecs.items() if key in CODECS)  # those kept from before too
+    rows = _between_markers(text).splitlines()
+    assert f"| BD-rate of `{codecs['model']['model_id']}` against | {labels} |" in rows
+    assert "| quality | 0 | 33.3333 | 66.6667 | 100 |" in rows
+    assert sum(row.startswith("| bits for the same PSNR | ") and row.endswith(" % |") for row in rows) == 1

@@ -18,7 +18,7 @@ from PIL import Image
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.codec import default_model_path
+from yotocodec.loading import default_model_path
 from yotocodec.metrics import psnr
 
 
@@ -51,6 +51,14 @@ def assert_fails(args: list, message: str, tmp_path: Path | None = None) -> None
     assert "Traceback" not in output
     if tmp_path:  # nothing half-written is left behind
         assert set(tmp_path.iterdir()) == before
+
+
+def assert_usage_error(args: list, message: str, tmp_path: Path) -> None:
+    """A malformed command line: exit code 2 and click's usage message, before any file is touched."""
+    before = set(tmp_path.iterdir())
+    code, output = run(*args)
+    assert code == 2 and f"Error: {message}" in output and "Traceback" not in output, output
+    assert set(tmp_path.iterdir()) == before
 
 
 def test_encode_decode_info(png, tmp_path):
@@ -138,7 +146,7 @@ def test_truncated_image_input(tmp_path, fmt):
 def test_bad_quality_and_both_settings(png, tmp_path):
     code, output = run("encode", png, "-q", "101", "-o", tmp_path / "x.yoto")
     assert code == 2 and "101" in output  # click's own usage error
-    assert_fails(["encode", png, "-q", "5", "--lmbda", "0.01", "-o", tmp_path / "x.yoto"], "not both", tmp_path)
+    assert_usage_error(["encode", png, "-q", "5", "--lmbda", "0.01", "-o", tmp_path / "x.yoto"], "give", tmp_path)
     assert_fails(["encode", png, "--lmbda", "5", "-o", tmp_path / "x.yoto"], "outside this model's trained range")
 
 
@@ -190,6 +198,24 @@ def test_file_from_another_model(png, tmp_path, other_model_path, model):
     assert code == 0 and "not known to this version" in output and "λ unknown" in output
     code, output = run("info", out, "--model", other_model_path)
     assert code == 0 and "λ = " in output
+
+
+def test_info_with_a_bad_model_fails_instead_of_falling_back(png, tmp_path):
+    """A --model that cannot be loaded is an error even when the file's own model is registered."""
+    out, bad = tmp_path / "a.yoto", tmp_path / "bad.pt"
+    assert run("encode", png, "-q", "10", "-o", out)[0] == 0
+    bad.write_bytes(b"not weights")
+    assert_fails(["info", out, "--model", bad], "not a yotocodec weights file")
+    assert_fails(["info", out, "--model", tmp_path / "missing.pt"], "model file not found")
+    code, output = run("info", out)
+    assert code == 0 and "λ = " in output, output
+
+
+def test_ratecontrol_is_reachable_after_import_yotocodec():
+    """The README's `yotocodec.ratecontrol.encode_to_size(...)` works after a plain `import yotocodec`."""
+    code = "import yotocodec; print(yotocodec.ratecontrol.encode_to_size is yotocodec.encode_to_size)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "True\n", result.stderr
 
 
 def test_models_lists_the_registry(png, tmp_path, model):
@@ -255,13 +281,18 @@ def test_target_bpp_and_psnr(png, tmp_path):
 
 def test_target_options_are_exclusive_and_checked(png, tmp_path):
     out = tmp_path / "x.yoto"
-    assert_fails(
-        ["encode", png, "-q", "5", "--target-size", "4KB", "-o", out], "give --quality or --target-size, not both"
+    assert_usage_error(
+        ["encode", png, "-q", "5", "--target-size", "4KB", "-o", out],
+        "give --quality or --target-size, not both",
+        tmp_path,
     )
-    assert_fails(
+    assert_usage_error(
         ["encode", png, "--lmbda", "0.01", "--target-bpp", "1", "--target-psnr", "30", "-o", out],
         "give only one of --lmbda, --target-bpp, --target-psnr",
         tmp_path,
+    )
+    assert_usage_error(
+        ["encode", png, "--effort", "1", "--target-size", "4KB", "-o", out], "--effort cannot be combined", tmp_path
     )
     for args in (["--target-size", "12XB"], ["--target-bpp", "0"], ["--target-psnr", "high"]):
         code, output = run("encode", png, *args, "-o", out)
@@ -319,4 +350,6 @@ def test_existing_output_is_refused_before_any_coding(png, yoto, tmp_path, monke
 def test_effort_option(png, tmp_path):
     code, output = run("encode", png, "-q", "50", "--effort", "1", "-o", tmp_path / "e.yoto")
     assert code == 0, output
-    assert_fails(["encode", png, "--target-bpp", "0.5", "--effort", "1", "-o", tmp_path / "f.yoto"], "--effort cannot")
+    assert_usage_error(
+        ["encode", png, "--target-bpp", "0.5", "--effort", "1", "-o", tmp_path / "f.yoto"], "--effort cannot", tmp_path
+    )

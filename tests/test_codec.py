@@ -249,14 +249,14 @@ def test_more_effort_is_never_worse(model, photo):
     """Each effort level continues the previous one's steps and keeps the best latent by the real quantised loss."""
     import torch
 
-    from yotocodec.codec import _embedding, code_for, lambda_from_code
+    from yotocodec.codec import code_for, embedding, lambda_from_code
     from yotocodec.refine import _float32_twin, rd_loss, refine_latent
     from yotocodec.tiling import analysis
 
     pixels = np.array(photo.crop((64, 64, 192, 192)))
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].double() / 255
     code = code_for(model, 30)
-    emb, lmbda = _embedding(model, code), lambda_from_code(model, code)
+    emb, lmbda = embedding(model, code), lambda_from_code(model, code)
     y = analysis(model, pixels, emb)
 
     def real_loss(effort: int) -> float:

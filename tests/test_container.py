@@ -22,9 +22,12 @@ from yotocodec.container import (
     MAX_SIDE,
     MODES,
     Header,
+    Payload,
     pack,
+    read,
     read_header,
     unpack,
+    write,
 )
 from yotocodec.errors import YotoError
 
@@ -401,3 +404,14 @@ def test_every_truncation_is_rejected() -> None:
         with pytest.raises(YotoError):
             unpack(SMALL[:size])
     assert unpack(SMALL)[1] == [b"abc", b"", b"\x00\xff"]
+
+
+def test_payload_names_the_strings_in_their_order():
+    header = Header("0123abcd", 5, 10, 10, "RGBA", has_icc_profile=False, has_exif=True)
+    payload = Payload(b"y", b"z", alpha=b"a", exif=b"e")
+    header_back, back = read(write(header, payload))
+    assert header_back == header and back == payload and back.strings() == [b"y", b"z", b"a", b"e"]
+    with pytest.raises(ValueError, match="do not match"):
+        write(header, Payload(b"y", b"z", alpha=b"a"))  # the header promises an EXIF block
+    with pytest.raises(YotoError, match="3 strings for a RGBA image, expected 4"):
+        read(pack(header, [b"y", b"z", b"a"]))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import synthetic
 
-from yotocodec.data import PatchSampler, image_to_tensor
+from yotocodec.training.data import PatchSampler, image_to_tensor
 
 
 @pytest.fixture

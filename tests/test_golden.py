@@ -14,7 +14,8 @@ from PIL import Image
 
 import yotocodec
 from yotocodec import registry
-from yotocodec.model import ModelConfig, YotoHyperprior, load_weights, save_weights
+from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.weights import load_weights, save_weights
 
 CASES = sorted(
     (folder.name, name)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from yotocodec.model import ModelConfig, YotoHyperprior
-from yotocodec.surgery import widen
+from yotocodec.training.surgery import widen
 
 
 @pytest.fixture

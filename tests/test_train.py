@@ -17,21 +17,21 @@ from click.testing import CliRunner
 from conftest import synthetic
 
 import yotocodec
-from yotocodec import train as training
 from yotocodec.cli import main
-from yotocodec.model import ModelConfig, YotoHyperprior, save_weights
-from yotocodec.train import (
-    CHECKPOINT_NAME,
-    LOG_NAME,
+from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.training import loop
+from yotocodec.training.checkpoint import CHECKPOINT_NAME, LOG_NAME, export
+from yotocodec.training.loop import train
+from yotocodec.training.recipe import (
     TrainConfig,
     config_from_checkpoint,
-    export,
     learning_rate,
     loss_weights,
     rate_gradient,
     sample_lambdas,
-    train,
 )
+from yotocodec.training.surgery import latent_scales, revive_latent_channels, set_lambda_range
+from yotocodec.weights import save_weights
 
 TINY = ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)
 
@@ -241,17 +241,17 @@ def test_moving_the_lambda_range_keeps_what_the_model_computes():
     x, lmbda = torch.rand(3, 3, 64, 64), torch.tensor([0.002, 0.03, 0.2])
     before_emb, before = model.embed(lmbda), model(x, lmbda)["x_hat"]
     assert not torch.allclose(before_emb[0], before_emb[2]) and before.abs().max() < 100
-    model.set_lambda_range(0.0005, 0.8)
+    set_lambda_range(model, 0.0005, 0.8)
     assert (model.config.lmbda_min, model.config.lmbda_max) == (0.0005, 0.8)
     assert torch.allclose(model.embed(lmbda), before_emb, atol=1e-5)
     assert torch.allclose(model(x, lmbda)["x_hat"], before, rtol=1e-4, atol=1e-5)
     assert model.config.normalise(torch.tensor([0.0005, 0.8])).tolist() == pytest.approx([-1, 1])
     with pytest.raises(ValueError, match="single λ"):
-        model.set_lambda_range(0.01, 0.01)
+        set_lambda_range(model, 0.01, 0.01)
 
     fixed = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.01, lmbda_max=0.01))
     one = fixed.embed(torch.tensor([0.01]))
-    fixed.set_lambda_range(0.001, 0.1)  # a per-λ model becomes a conditional one that starts the same everywhere
+    set_lambda_range(fixed, 0.001, 0.1)  # a per-λ model becomes a conditional one that starts the same everywhere
     assert torch.allclose(fixed.embed(torch.tensor([0.001, 0.01, 0.1])), one.expand(3, -1), atol=1e-6)
 
 
@@ -344,7 +344,7 @@ def test_a_resumed_run_can_widen_its_lambda_range(image_dir, tmp_path):
                                       "--fixed-lambda", "0.01", "--steps", "1", *common])  # fmt: skip
     assert fixed.exit_code == 0, fixed.output
     refused = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "f"), "--resume", "--lambda-max", "1"])
-    assert refused.exit_code == 1 and "fixed-λ" in refused.output
+    assert refused.exit_code == 2 and "fixed-λ" in refused.output  # a malformed command line
 
 
 def test_weight_average_is_kept_resumed_validated_and_exported(image_dir, tmp_path):
@@ -422,7 +422,7 @@ def test_a_bf16_run_trains_records_its_precision_and_resumes_in_fp32(image_dir, 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_without_hardware_support_is_warned_about(image_dir, tmp_path, monkeypatch, native):
-    monkeypatch.setattr(training, "bf16_is_native", lambda device: native)
+    monkeypatch.setattr(loop, "bf16_is_native", lambda device: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(replace(tiny_config(image_dir, tmp_path, steps=1), precision="bf16"), progress=False)
@@ -466,7 +466,7 @@ def switched_off_model(off: list[int]) -> YotoHyperprior:
 
 
 def test_revival_reopens_only_the_switched_off_channels_at_the_live_median_scale():
-    assert not YotoHyperprior(TINY).revive_latent_channels().any()  # an untrained model has every channel open
+    assert not revive_latent_channels(YotoHyperprior(TINY)).any()  # an untrained model has every channel open
     model = switched_off_model([0, 3, 5])
     middle = torch.tensor([(TINY.lmbda_min * TINY.lmbda_max) ** 0.5])
     lmbdas = torch.tensor([TINY.lmbda_min, 0.02, TINY.lmbda_max])
@@ -478,7 +478,7 @@ def test_revival_reopens_only_the_switched_off_channels_at_the_live_median_scale
     live = torch.tensor([i not in (0, 3, 5) for i in range(TINY.M)])
     medians = {name: scales(film, middle)[0, live].median() for name, film in
                (("g_a", model.g_a[-1]), ("g_s", model.g_s[0]))}  # fmt: skip
-    off = model.revive_latent_channels()
+    off = revive_latent_channels(model)
     assert off.nonzero()[:, 0].tolist() == [0, 3, 5]
     for name, film in (("g_a", model.g_a[-1]), ("g_s", model.g_s[0])):
         after = scales(film, lmbdas)
@@ -535,7 +535,7 @@ def test_a_run_from_a_model_with_switched_off_channels_revives_and_phases_in_the
     assert ckpt["revived"].nonzero()[:, 0].tolist() == [1, 2]
     first = json.loads((tmp_path / "run" / LOG_NAME).read_text().splitlines()[0])
     assert first == {"step": 0, "revived_channels": [1, 2]}
-    assert (model.latent_scales(torch.tensor([0.02]))[0, [1, 2]] > 1e-2).all()
+    assert (latent_scales(model, torch.tensor([0.02]))[0, [1, 2]] > 1e-2).all()
     train(config_from_checkpoint(tmp_path / "run" / CHECKPOINT_NAME, steps=8), progress=False)
     assert torch.equal(torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["revived"], ckpt["revived"])
 
@@ -543,7 +543,7 @@ def test_a_run_from_a_model_with_switched_off_channels_revives_and_phases_in_the
 def test_revive_channels_is_refused_without_a_starting_model_and_on_resume(image_dir, tmp_path):
     common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--N", "16", "--M", "16"]
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--revive-channels", "100", *common])
-    assert run.exit_code != 0 and "needs --init-from" in run.output
+    assert run.exit_code == 2 and "needs --init-from" in run.output
     assert CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--steps", "1", *common]).exit_code == 0
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--revive-channels", "100"])
-    assert run.exit_code != 0 and "a resumed run keeps its own" in run.output
+    assert run.exit_code == 2 and "a resumed run keeps its own" in run.output

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from . import registry
-from . import train as training
 from .batch import DecodeTask, EncodeTask, code_files
-from .codec import DEFAULT_QUALITY, inspect
+from .codec import inspect
 from .errors import YotoError
 from .files import error_message, writable_format
-from .model import ModelConfig, load_weights
+from .model import ModelConfig
+from .quality import DEFAULT_QUALITY
 from .ratecontrol import parse_size
+from .training import loop, recipe
+from .training.checkpoint import CHECKPOINT_NAME
+from .training.checkpoint import export as export_weights
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/train")
 DEFAULT_KODAK = Path("../shared/data/kodak")
@@ -76,6 +79,15 @@ model_option = click.option(
 force_option = click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Print timings.")
 inputs_argument = click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+def output_option(suffix: str) -> Callable:
+    return click.option(
+        "-o", "--output", type=click.Path(path_type=Path), default=None,
+        help=f"Default: INPUT with {suffix}. - is stdout; with several inputs, a directory.",
+    )  # fmt: skip
+
+
 jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Worker processes for several inputs.",
@@ -90,10 +102,7 @@ def main() -> None:
 
 @main.command("encode")
 @inputs_argument
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=None,
-    help="Default: INPUT with .yoto. - is stdout; with several inputs, a directory.",
-)  # fmt: skip
+@output_option(".yoto")
 @click.option(
     "-q",
     "--quality",
@@ -137,10 +146,14 @@ def encode_command(
 ) -> None:
     """Compress image files to .yoto files (INPUT - reads stdin)."""
 
-    def action() -> None:
+    try:  # options that cannot go together are a malformed command line
         task = EncodeTask(
             model_path, force, verbose, quality, lmbda, target_size, target_bpp, target_psnr, effort, strip_exif
         )
+    except YotoError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def action() -> None:
         if code_files(task, inputs, output, ".yoto", jobs):
             sys.exit(1)
 
@@ -149,10 +162,7 @@ def encode_command(
 
 @main.command("decode")
 @inputs_argument
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=None,
-    help="Default: INPUT with .png. - is stdout; with several inputs, a directory.",
-)  # fmt: skip
+@output_option(".png")
 @click.option(
     "--format", "extension", type=ImageType(), default=None,
     help="Output type (png, bmp, tif, webp…) instead of -o's extension; default PNG for - and several inputs.",
@@ -324,124 +334,26 @@ def recipe_options(command: Callable) -> Callable:
 )
 @click.option(
     "--precision",
-    type=click.Choice(training.PRECISIONS),
+    type=click.Choice(recipe.PRECISIONS),
     default="fp32",
     show_default=True,
     help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in float32). Faster on "
     "GPUs and on CPUs with AMX or AVX512-BF16.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(
-    data: Path,
-    run_dir: Path,
-    resume: bool,
-    arch: str,
-    N: int,
-    M: int,
-    lambda_min: float,
-    lambda_max: float,
-    fixed_lambda: float | None,
-    batch_size: int,
-    patch_size: int,
-    lr: float,
-    lambda_weighting: float,
-    steps: int,
-    max_minutes: float | None,
-    checkpoint_minutes: float,
-    val_dir: Path | None,
-    val_every: int,
-    init_from: Path | None,
-    revive_steps: int,
-    ema_decay: float,
-    decoder_quantizer: str,
-    compile: bool,
-    precision: str,
-    seed: int,
-) -> None:
+def train(**options: Any) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
-    checkpoint = run_dir / training.CHECKPOINT_NAME
-    if resume:
-        if not checkpoint.exists():
-            raise click.ClickException(f"{checkpoint}: no checkpoint to resume")
-        if _given(revive_steps=revive_steps):
-            raise click.ClickException("--revive-channels starts a run from --init-from; a resumed run keeps its own")
-        # The run lives where it is now (a copied run directory must not write back into the original), and the
-        # settings that only steer optimisation may be changed for the rest of the run when given explicitly.
-        changed = _given(
-            lr=lr,
-            lambda_weighting=lambda_weighting,
-            ema_decay=ema_decay,
-            decoder_quantizer=decoder_quantizer,
-            compile=compile,
-            precision=precision,
-            steps=steps,
-        )
-        try:
-            cfg = training.config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=max_minutes, **changed)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
-        new_range = _model_fields(_given(lambda_min=lambda_min, lambda_max=lambda_max))
-        if new_range and cfg.fixed_lambda is not None:
-            raise click.ClickException("a fixed-λ run has no λ range to change")
-        cfg = replace(cfg, model=replace(cfg.model, **new_range))
-    else:
-        if checkpoint.exists():
-            raise click.ClickException(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
-        if revive_steps and not init_from:
-            raise click.ClickException("--revive-channels needs --init-from: a trained model whose channels are off")
-        if val_dir is None and DEFAULT_KODAK.is_dir():
-            val_dir = DEFAULT_KODAK
-        lo, hi = (fixed_lambda, fixed_lambda) if fixed_lambda else (lambda_min, lambda_max)
-        model = ModelConfig(arch=arch, N=N, M=M, lmbda_min=lo, lmbda_max=hi)
-        # By default a run continues the starting model's networks and λ range; with --fixed-lambda it fine-tunes
-        # that conditional model at one λ of its range (the specialisation gap of loss-conditional training).
-        if init_from:
-            try:
-                start = load_weights(init_from)[0].config
-            except ValueError as exc:
-                raise click.ClickException(str(exc)) from None
-            model = replace(
-                start, **_model_fields(_given(arch=arch, N=N, M=M, lambda_min=lambda_min, lambda_max=lambda_max))
-            )
-        cfg = training.TrainConfig(
-            data=str(data),
-            run_dir=str(run_dir),
-            model=model,
-            fixed_lambda=fixed_lambda,
-            batch_size=batch_size,
-            patch_size=patch_size,
-            lr=lr,
-            lambda_weighting=lambda_weighting,
-            steps=steps,
-            max_minutes=max_minutes,
-            checkpoint_minutes=checkpoint_minutes,
-            val_dir=str(val_dir) if val_dir else None,
-            val_every=val_every,
-            init_from=str(init_from) if init_from else None,
-            revive_steps=revive_steps,
-            ema_decay=ema_decay,
-            decoder_quantizer=decoder_quantizer,
-            compile=compile,
-            precision=precision,
-            seed=seed,
-        )
+    ctx = click.get_current_context()
+    given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if options["val_dir"] is None and DEFAULT_KODAK.is_dir():
+        options["val_dir"] = DEFAULT_KODAK
     try:
-        _, final = training.train(cfg)
+        _, final = loop.train(recipe.resolve(options, given))
+    except recipe.ConflictingOptionsError as exc:
+        raise click.UsageError(str(exc)) from None
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"stopped at step {final['step']}; checkpoint in {checkpoint}")
-
-
-def _given(**values: object) -> dict[str, object]:
-    """Those of the current command's options (by parameter name) that were given on the command line."""
-    ctx = click.get_current_context()
-    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-
-
-def _model_fields(options: dict[str, object]) -> dict[str, object]:
-    """Command-line option names → ModelConfig field names."""
-    names = {"lambda_min": "lmbda_min", "lambda_max": "lmbda_max"}
-    return {names.get(k, k): v for k, v in options.items()}
+    click.echo(f"stopped at step {final['step']}; checkpoint in {options['run_dir'] / CHECKPOINT_NAME}")
 
 
 @main.command()
@@ -452,7 +364,7 @@ def _model_fields(options: dict[str, object]) -> dict[str, object]:
 def export(checkpoint: Path, output: Path, provisional: bool, ema: bool) -> None:
     """Write a shippable weights file (model only, float16 parameters) from a training checkpoint."""
     try:
-        model_id = training.export(checkpoint, output, provisional, ema=ema)
+        model_id = export_weights(checkpoint, output, provisional, ema=ema)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {output} (model id {model_id}, {output.stat().st_size / 1e6:.1f} MB)")

@@ -105,6 +105,47 @@ def _read_varint(data: memoryview, pos: int, max_bytes: int, what: str) -> tuple
     raise YotoError(f"invalid header: bad varint for {what} (longer than {max_bytes} bytes)")
 
 
+@dataclass(frozen=True)
+class Payload:
+    """What a file carries after its header, named: the strings are stored in this order, the optional ones only
+    when the header says so (alpha for the modes LA and RGBA, the profile and EXIF by the header's flags)."""
+
+    y: bytes  # the coded latent
+    z: bytes  # the coded hyper-latent
+    alpha: bytes | None = None  # the alpha plane, zlib-compressed (lossless)
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    def strings(self) -> list[bytes]:
+        optional = (self.alpha, self.icc_profile, self.exif)
+        return [self.y, self.z, *(string for string in optional if string is not None)]
+
+    @classmethod
+    def from_strings(cls, header: Header, strings: Sequence[bytes]) -> Payload:
+        """Name a file's strings after its header, which says how many there must be."""
+        optional = (header.mode in ("LA", "RGBA"), header.has_icc_profile, header.has_exif)
+        expected = 2 + sum(optional)
+        if len(strings) != expected:
+            raise YotoError(f"invalid file: {len(strings)} strings for a {header.mode} image, expected {expected}")
+        rest = list(strings[2:])
+        alpha, icc_profile, exif = (rest.pop(0) if present else None for present in optional)
+        return cls(strings[0], strings[1], alpha, icc_profile, exif)
+
+
+def write(header: Header, payload: Payload) -> bytes:
+    """A complete file; the header's mode and flags must match the payload's optional strings."""
+    promised = (header.mode in ("LA", "RGBA"), header.has_icc_profile, header.has_exif)
+    if promised != (payload.alpha is not None, payload.icc_profile is not None, payload.exif is not None):
+        raise ValueError("the header's mode and flags do not match the payload")
+    return pack(header, payload.strings())
+
+
+def read(data: bytes) -> tuple[Header, Payload]:
+    """Fully validate a file (:func:`unpack`) and name its strings."""
+    header, strings = unpack(data)
+    return header, Payload.from_strings(header, strings)
+
+
 def pack(header: Header, strings: Sequence[bytes]) -> bytes:
     """Serialise a header and its 1–8 strings into one self-checking file."""
     if not 1 <= len(strings) <= MAX_STRINGS:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from .atomic import atomic_write
 from .container import MAX_PIXELS, MAX_SIDE
 from .errors import YotoError
 from .pillow_plugin import FORMAT as YOTO_FORMAT
@@ -31,17 +30,10 @@ def shown(path: Path, stream: str) -> str:
 
 @contextlib.contextmanager
 def atomic_output(path: Path, force: bool) -> Iterator[BinaryIO]:
-    """A temporary file beside ``path`` that replaces it only if the block succeeds, so nothing half-written stays."""
+    """:func:`~yotocodec.atomic.atomic_write` to an output path checked first (:func:`check_output`)."""
     check_output(path, force)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        yield f
 
 
 def check_output(path: Path, force: bool) -> None:

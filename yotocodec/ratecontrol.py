@@ -19,11 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .codec import ModelLike, decode, encode, load_model, split_image
+from .codec import decode, encode
 from .container import LAMBDA_CODE_MAX
 from .errors import YotoError
+from .loading import ModelLike, resolve
 from .metrics import psnr
-from .model import YotoHyperprior
+from .pixels import split_image
+from .quality import quality_of
 
 SIZE_TOLERANCE = 0.02
 """A target size inside the model's range is met from below to within this fraction."""
@@ -44,11 +46,6 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise YotoError(f"a target size must be at least 1 byte, got {text!r}")
     return size
-
-
-def quality_of(code: int) -> float:
-    """The quality that the encoder maps back onto exactly this header code."""
-    return code * 100 / LAMBDA_CODE_MAX
 
 
 @dataclass(frozen=True)
@@ -90,10 +87,6 @@ def _search(measure: Callable[[int], _Trial], lo: _Trial, hi: _Trial, low: float
     return None
 
 
-def _net(model: ModelLike) -> YotoHyperprior:
-    return model if isinstance(model, YotoHyperprior) else load_model(model)
-
-
 def encode_to_size(image: Image.Image, max_bytes: int, *, model: ModelLike = None) -> tuple[bytes, int]:
     """The highest-quality encoding of at most ``max_bytes`` bytes, and the number of trial encodings it took.
 
@@ -103,7 +96,7 @@ def encode_to_size(image: Image.Image, max_bytes: int, *, model: ModelLike = Non
     """
     if not isinstance(max_bytes, int) or max_bytes < 0:
         raise YotoError(f"the target size must be a number of bytes, got {max_bytes!r}")
-    net = _net(model)
+    net = resolve(model)
     trials: list[_Trial] = []
 
     def measure(code: int) -> _Trial:
@@ -143,7 +136,7 @@ def encode_to_psnr(image: Image.Image, min_psnr: float, *, model: ModelLike = No
     """
     if not isinstance(min_psnr, (int, float)) or not math.isfinite(min_psnr):
         raise YotoError(f"the target PSNR must be a finite number of dB, got {min_psnr!r}")
-    net = _net(model)
+    net = resolve(model)
     reference = split_image(image)[0]
     trials: list[_Trial] = []
 

@@ -34,8 +34,9 @@ def analysis(net: YotoHyperprior, image: np.ndarray, emb: Tensor) -> Tensor:
     emb = emb.to(dtype)
     for r0, r1, R0, R1 in spans(height, TILE, HALO):
         for c0, c1, C0, C1 in spans(width, TILE, HALO):
-            x = torch.from_numpy(np.ascontiguousarray(image[R0:R1, C0:C1])).permute(2, 0, 1)[None].to(dtype) / 255
-            out = net.g_a(x, emb)
+            # (H, W, 3) pixels are already channels-last: the layout the coding model's convolutions run fastest in
+            x = torch.from_numpy(image[R0:R1, C0:C1]).permute(2, 0, 1)[None].to(dtype) / 255
+            out = net.g_a(x.contiguous(memory_format=torch.channels_last), emb)
             y[..., r0 // STRIDE : r1 // STRIDE, c0 // STRIDE : c1 // STRIDE] = out[
                 ..., (r0 - R0) // STRIDE : (r1 - R0) // STRIDE, (c0 - C0) // STRIDE : (c1 - C0) // STRIDE
             ]
@@ -50,7 +51,7 @@ def synthesis(net: YotoHyperprior, y_hat: Tensor, emb: Tensor) -> np.ndarray:
     y_hat, emb = y_hat.to(precision(net.g_s)), emb.to(precision(net.g_s))
     for r0, r1, R0, R1 in spans(y_hat.shape[-2], tile, halo):
         for c0, c1, C0, C1 in spans(y_hat.shape[-1], tile, halo):
-            x_hat = net.g_s(y_hat[..., R0:R1, C0:C1], emb)
+            x_hat = net.g_s(y_hat[..., R0:R1, C0:C1].contiguous(memory_format=torch.channels_last), emb)
             core = x_hat[0, :, (r0 - R0) * STRIDE : (r1 - R0) * STRIDE, (c0 - C0) * STRIDE : (c1 - C0) * STRIDE]
             pixels = core.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             image[r0 * STRIDE : r1 * STRIDE, c0 * STRIDE : c1 * STRIDE] = pixels

@@ -1,9 +1,9 @@
 """How far a model's transforms reach: PSNR of g_s(g_a(x)) with no quantisation at all, beside the coded latent.
 
-``python -m benchmarks.ceiling WEIGHTS_OR_CHECKPOINT [--ema] [--images DIR] [--limit N] [--lambda L ...]`` prints,
-per λ (default λ_min, the middle and λ_max), the mean PSNR of the autoencoder without quantisation, with the latent
-rounded around its predicted means as the codec decodes it, and the rate estimated from the likelihoods.  Where the
-unquantised PSNR stops rising with λ, more bits cannot buy more quality: the transforms are the limit, not the
+``python -m benchmarks.diagnostics.ceiling WEIGHTS_OR_CHECKPOINT [--ema] [--images DIR] [--limit N] [--lambda L ...]``
+prints, per λ (default λ_min, the middle and λ_max), the mean PSNR of the autoencoder without quantisation, with the
+latent rounded around its predicted means as the codec decodes it, and the rate estimated from the likelihoods.  Where
+the unquantised PSNR stops rising with λ, more bits cannot buy more quality: the transforms are the limit, not the
 entropy model.  The model card's ceiling figures are measured with it (first 4 Kodak images).
 """
 
@@ -17,14 +17,14 @@ import click
 import numpy as np
 import torch
 import torch.nn.functional as F
-from compressai.ops import compute_padding
 
-from yotocodec.data import image_to_tensor
-from yotocodec.metrics import bpp_from_likelihoods, mse_per_example
+from yotocodec.metrics import mse_per_example
 from yotocodec.model import YotoHyperprior
+from yotocodec.training.data import image_to_tensor
+from yotocodec.training.evaluate import forward_image, padded
 
-from . import images as images_mod
-from .channels import load_any
+from .. import images as images_mod
+from .inputs import load_any, model_and_images_options
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class Ceiling:
     bpp: float  # from the likelihoods of the rounded latent
 
 
-def _psnr(x: torch.Tensor, x_hat: torch.Tensor, unpad: tuple[int, ...]) -> float:
-    x_hat = torch.round(F.pad(x_hat, unpad).clamp(0, 1) * 255) / 255  # 8-bit output, as a decoded file
+def _psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """PSNR of the output rounded to 8 bits, as a decoded file would hold it."""
+    x_hat = torch.round(x_hat.clamp(0, 1) * 255) / 255
     return float(-10 * torch.log10(mse_per_example(x, x_hat)))
 
 
@@ -46,28 +47,23 @@ def ceiling(model: YotoHyperprior, arrays: tuple, lmbda: float) -> Ceiling:
     model.eval()
     lmbdas = torch.tensor([lmbda])
     plain, rounded, rates = [], [], []
+    emb = model.embed(lmbdas)
     for array in arrays:
         x = image_to_tensor(array)
-        h, w = x.shape[-2:]
-        pad, unpad = compute_padding(h, w, min_div=model.downsampling_factor)
-        padded = F.pad(x, pad, mode="replicate")
-        emb = model.embed(lmbdas)
-        plain.append(_psnr(x, model.g_s(model.g_a(padded, emb), emb), unpad))
-        out = model(padded, lmbdas)  # in eval mode the latent is rounded around the predicted means
-        rounded.append(_psnr(x, out["x_hat"], unpad))
-        rates.append(float(bpp_from_likelihoods(out["likelihoods"], h * w)))
+        x_padded, unpad = padded(x, model.downsampling_factor)
+        plain.append(_psnr(x, F.pad(model.g_s(model.g_a(x_padded, emb), emb), unpad)))
+        out = forward_image(model, x, lmbda)  # in eval mode the latent is rounded around the predicted means
+        rounded.append(_psnr(x, out["x_hat"]))
+        rates.append(float(out["bpp"]))
     return Ceiling(lmbda, float(np.mean(plain)), float(np.mean(rounded)), float(np.mean(rates)))
 
 
 @click.command()
-@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--ema", is_flag=True, help="Of a training checkpoint: its weight average.")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=images_mod.DEFAULT_DIR,
-              show_default=True)  # fmt: skip
-@click.option("--limit", type=int, default=4, show_default=True, help="Use the first N images.")
+@model_and_images_options
 @click.option("--lambda", "lambdas", type=click.FloatRange(min=0, min_open=True), multiple=True,
               help="λ to measure at (repeatable); default λ_min, the middle and λ_max.")  # fmt: skip
 def main(path: Path, ema: bool, images: Path, limit: int, lambdas: tuple[float, ...]) -> None:
+    """Per λ: PSNR without quantisation, PSNR with the latent rounded, and the likelihood rate."""
     model, label = load_any(path, ema)
     lo, hi = model.config.lmbda_min, model.config.lmbda_max
     outside = [lmbda for lmbda in lambdas if not lo <= lmbda <= hi]

@@ -1,0 +1,156 @@
+"""Model surgery: change a trained model's λ range, reopen its switched-off latent channels, or give it more
+channels, so that a run can start from it instead of from scratch (which costs this project days of CPU).
+
+Widening follows "Net2Net" (Chen, Goodfellow & Shlens 2016): every old weight is copied, the new channels get fresh
+random incoming weights and zero outgoing ones, so the old network's outputs are unchanged and the new channels start
+learning from the first step (their outgoing weights get a gradient because their activations are not zero).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from compressai.layers import GDN
+from torch import Tensor, nn
+
+from ..model import FiLM, ModelConfig, YotoHyperprior
+
+LATENT_OFF_SCALE = 1e-3  # a latent channel whose FiLM scale is below this is switched off (y stays at its mean)
+
+
+@torch.no_grad()
+def set_lambda_range(model: YotoHyperprior, lmbda_min: float, lmbda_max: float) -> None:
+    """Move the trained λ range to [lmbda_min, lmbda_max] without changing what the model computes.
+
+    The conditioning network sees log λ normalised over the range, so its first layer is re-parameterised to give
+    every λ the embedding it had before.  Training can then go on over a wider range from where it was (a fixed-λ
+    model becomes a conditional one that starts out the same at every λ).
+    """
+    new = replace(model.config, lmbda_min=lmbda_min, lmbda_max=lmbda_max)
+    (a_old, b_old), (a_new, b_new) = model.config.normalisation(), new.normalisation()
+    if a_new == 0 and a_old != 0:
+        raise ValueError("cannot narrow a λ-conditioned model to a single λ")
+    if a_new != 0:  # old input u = r·v + s in terms of the new input v
+        r = a_old / a_new
+        first = model.cond[0]
+        first.bias += first.weight[:, 0] * (b_old - r * b_new)
+        first.weight *= r
+    model.config = new
+
+
+def latent_scales(model: YotoHyperprior, lmbda: Tensor) -> Tensor:
+    """The per-channel scale exp(γ(λ)) of the FiLM after g_a's last convolution, shape ``(len(lmbda), M)``."""
+    log_scale, _ = model.g_a[-1].head(model.embed(lmbda)).chunk(2, dim=1)
+    return torch.exp(log_scale)
+
+
+@torch.no_grad()
+def revive_latent_channels(model: YotoHyperprior) -> Tensor:
+    """Reopen the latent channels that g_a's last FiLM has switched off at every λ; returns their mask ``(M,)``.
+
+    Loss-conditional training switches channels off early (docs/experiments.md: the shipped model codes with 86 of
+    192) and they cannot come back by themselves: at a scale of ~1e-5 their gradient is ~1e-5 of the usual.  The
+    FiLM heads of g_a's last layer and g_s's first give them the live channels' median scale at the middle λ,
+    constant in λ.  Training must then spare them the rate for a while (``forward``'s ``rate_gradient``), or
+    the rate term closes them again before the synthesis has learned to use them.
+    """
+    lo, hi = model.config.lmbda_min, model.config.lmbda_max
+    grid = torch.tensor([lo * (hi / lo) ** (i / 8) for i in range(9)])
+    off = (latent_scales(model, grid) < LATENT_OFF_SCALE).all(dim=0)
+    if off.all():  # no live channel to take a scale from
+        return torch.zeros_like(off)
+    middle = torch.tensor([math.sqrt(lo * hi)])
+    for film in (model.g_a[-1], model.g_s[0]):
+        log_scale, _ = film.head(model.embed(middle)).chunk(2, dim=1)
+        rows = off.nonzero()[:, 0]  # the head's first M outputs are the log-scales
+        film.head.weight[rows] = 0
+        film.head.bias[rows] = log_scale[0][~off].median()
+    return off
+
+
+def same_network(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether weights of ``a`` fit ``b``: the same networks, perhaps over another λ range."""
+    return replace(a, lmbda_min=b.lmbda_min, lmbda_max=b.lmbda_max) == b
+
+
+def starting_model(
+    init: YotoHyperprior, config: ModelConfig, seed: int, source: str = "the starting model"
+) -> tuple[YotoHyperprior, Tensor]:
+    """The model a run starts from a trained one: the same, or widened to ``config``'s channels (:func:`widen`).
+
+    Returns it (train mode) with the mask of its new latent channels (none unless widened).
+    """
+    if same_network(init.config, config):
+        return init.train(), torch.zeros(init.config.M, dtype=torch.bool)
+    if same_network(replace(init.config, N=config.N, M=config.M), config):
+        if config.N >= init.config.N and config.M >= init.config.M:
+            return widen(init, config.N, config.M, seed=seed)
+    raise ValueError(f"{source} has configuration {init.config}, not {config}")
+
+
+@torch.no_grad()
+def widen(model: YotoHyperprior, N: int, M: int, seed: int = 0) -> tuple[YotoHyperprior, Tensor]:
+    """A copy of ``model`` with ``N`` transform and ``M`` latent channels (at least its own) computing the same image.
+
+    The reconstruction and the old channels' likelihoods are unchanged; the new latent and hyper-latent channels are
+    coded too, so the rate grows until training puts them to use or closes them.  Returns the wider model (train
+    mode) and the mask of its new latent channels, shape ``(M,)``, for a rate holiday (``train --revive-channels``).
+    """
+    old = model.config
+    if N < old.N or M < old.M:
+        raise ValueError(f"cannot narrow a model: ({old.N}, {old.M}) to ({N}, {M})")
+    torch.manual_seed(seed)
+    wide = YotoHyperprior(replace(old, N=N, M=M))
+    modules = dict(model.named_modules())
+    for name, new in wide.named_modules():
+        _copy_module(modules[name], new, split=2 if name == _last_hyper_synthesis(wide) else 1)
+    new_channels = torch.zeros(M, dtype=torch.bool)
+    new_channels[old.M :] = True
+    return wide.train(), new_channels
+
+
+def _last_hyper_synthesis(model: YotoHyperprior) -> str:
+    """The layer whose output channels are two blocks (scales, then means) in the mean-scale model."""
+    return f"h_s.{len(model.h_s) - 1}" if model.config.arch == "mean-scale" else ""
+
+
+def _copy_module(old: nn.Module, new: nn.Module, split: int) -> None:
+    if isinstance(new, (nn.Conv2d, nn.ConvTranspose2d)):
+        out_dim = 1 if isinstance(new, nn.ConvTranspose2d) else 0
+        _zero_new_inputs(new.weight, old.weight.shape[1 - out_dim], in_dim=1 - out_dim)
+        _copy_blocks(new.weight, old.weight, out_dim, split)
+        _copy_blocks(new.bias, old.bias, 0, split)
+    elif isinstance(new, GDN):
+        _copy_blocks(new.beta, old.beta, 0, 1)
+        new.gamma[: old.gamma.shape[0], : old.gamma.shape[1]] = old.gamma
+        new.gamma[: old.gamma.shape[0], old.gamma.shape[1] :] = new.gamma_reparam.init(torch.tensor(0.0))
+    elif isinstance(new, FiLM):  # rows: log-scales, then shifts; new channels get scale 1 and shift 0
+        _copy_blocks(new.head.weight, old.head.weight, 0, 2)
+        _copy_blocks(new.head.bias, old.head.bias, 0, 2)
+    elif isinstance(new, EntropyBottleneck):
+        for (_, p_new), (_, p_old) in zip(new.named_parameters(), old.named_parameters(), strict=True):
+            p_new[: p_old.shape[0]] = p_old
+    elif isinstance(new, nn.Linear) and new.weight.shape == old.weight.shape:  # the conditioning network
+        new.load_state_dict(old.state_dict())
+
+
+def _zero_new_inputs(weight: Tensor, old_inputs: int, in_dim: int) -> None:
+    """New input channels of a layer get zero weights, so the old outputs do not see them."""
+    index = [slice(None)] * weight.dim()
+    index[in_dim] = slice(old_inputs, None)
+    weight[tuple(index)] = 0
+
+
+def _copy_blocks(new: Tensor, old: Tensor, dim: int, blocks: int) -> None:
+    """Copy ``old`` into the leading part of each of ``blocks`` equal blocks of ``new`` along ``dim`` (and the
+    leading part of every other dimension)."""
+    old_size, new_size = old.shape[dim] // blocks, new.shape[dim] // blocks
+    for b in range(blocks):
+        dst = [slice(0, s) for s in old.shape]
+        src = [slice(None)] * old.dim()
+        dst[dim] = slice(b * new_size, b * new_size + old_size)
+        src[dim] = slice(b * old_size, (b + 1) * old_size)
+        new[tuple(dst)] = old[tuple(src)]
