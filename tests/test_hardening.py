@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import synthetic
 from PIL import Image
 
 import yotocodec
 from yotocodec import tiling
 from yotocodec.metrics import psnr
+from yotocodec.model import HYPER_BAND
 
 CODE_IN_A_FRESH_PROCESS = """
 import sys, torch
@@ -73,3 +75,17 @@ def test_spans_cover_the_axis_once(length, tile):
     assert [s[0] for s in spans] == list(range(0, length, tile))
     assert spans[-1][1] == length
     assert all(c0 <= r0 < r1 <= c1 and r0 - c0 <= 64 and c1 - r1 <= 64 for r0, r1, c0, c1 in spans)
+
+
+def test_hyper_synthesis_in_bands_matches_one_piece(model):
+    """On images taller than HYPER_BAND rows of z, h_s runs in bands (memory): the same scale indexes and means as
+    one piece, up to float64 rounding."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        z_hat = torch.round(torch.randn(1, model.config.N, 3 * HYPER_BAND + 5, 11, dtype=torch.float64) * 3)
+        emb = model.embed(torch.tensor([0.05], dtype=torch.float64))
+        scales, means = model.gaussian_params(z_hat, emb)
+        whole_scales, whole_means = model.h_s(z_hat, emb).chunk(2, dim=1)
+    assert torch.allclose(means, whole_means, rtol=0, atol=1e-10) and torch.allclose(scales, whole_scales, atol=1e-10)
+    indexes = model.gaussian_conditional.build_indexes
+    assert torch.equal(indexes(scales), indexes(whole_scales))

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from .quality import LambdaRange
 
 ARCHITECTURES = ("mean-scale", "scale")
+HYPER_BAND = 16  # rows of z that h_s computes at a time on large images (see _banded_hyper_synthesis)
+HYPER_HALO = 4  # rows of z of context around a band: more than h_s's receptive-field radius (2)
 
 
 @dataclass(frozen=True)
@@ -158,11 +160,31 @@ class YotoHyperprior(CompressionModel):
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
     def gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
-        params = self.h_s(z_hat, emb)
+        params = self.h_s(z_hat, emb) if z_hat.shape[-2] <= HYPER_BAND else self._banded_hyper_synthesis(z_hat, emb)
         if self.config.arch == "mean-scale":
             scales, means = params.chunk(2, dim=1)
             return scales, means
         return params, None
+
+    def _banded_hyper_synthesis(self, z_hat: Tensor, emb: Tensor) -> Tensor:
+        """``h_s`` over bands of ``HYPER_BAND`` rows of z, each with ``HYPER_HALO`` rows of context.
+
+        In float64 (a coding model) convolutions unfold their input, which took 1.4 GB on a 24-megapixel photo in one
+        piece.  The halo exceeds h_s's receptive field, so each band's core is the whole-image result.
+        """
+        rows, scale = z_hat.shape[-2], 4  # h_s upsamples by 2 twice
+        params = None
+        for start in range(0, rows, HYPER_BAND):
+            top, end, bottom = (
+                max(0, start - HYPER_HALO),
+                min(rows, start + HYPER_BAND),
+                min(rows, start + HYPER_BAND + HYPER_HALO),
+            )
+            band = self.h_s(z_hat[..., top:bottom, :], emb)
+            if params is None:  # filled band by band, so that no band outlives its step
+                params = band.new_empty((*band.shape[:2], rows * scale, band.shape[-1]))
+            params[..., start * scale : end * scale, :] = band[..., (start - top) * scale : (end - top) * scale, :]
+        return params
 
     def forward(self, x: Tensor, lmbda: Tensor, ste: bool = False, rate_gradient: Tensor | None = None) -> dict:
         """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation.
