@@ -79,6 +79,10 @@ class Header:
             if not isinstance(getattr(self, name), bool):
                 raise YotoError(f"invalid header: {name} must be a bool, got {getattr(self, name)!r}")
 
+    def optional_strings(self) -> tuple[bool, bool, bool]:
+        """Which of the optional strings (alpha, ICC profile, EXIF block) a file with this header holds."""
+        return self.mode in ("LA", "RGBA"), self.has_icc_profile, self.has_exif
+
 
 def _varint(value: int) -> bytes:
     """Unsigned LEB128, minimal: small images and short strings cost one or two bytes instead of four."""
@@ -123,7 +127,7 @@ class Payload:
     @classmethod
     def from_strings(cls, header: Header, strings: Sequence[bytes]) -> Payload:
         """Name a file's strings after its header, which says how many there must be."""
-        optional = (header.mode in ("LA", "RGBA"), header.has_icc_profile, header.has_exif)
+        optional = header.optional_strings()
         expected = 2 + sum(optional)
         if len(strings) != expected:
             raise YotoError(f"invalid file: {len(strings)} strings for a {header.mode} image, expected {expected}")
@@ -134,8 +138,8 @@ class Payload:
 
 def write(header: Header, payload: Payload) -> bytes:
     """A complete file; the header's mode and flags must match the payload's optional strings."""
-    promised = (header.mode in ("LA", "RGBA"), header.has_icc_profile, header.has_exif)
-    if promised != (payload.alpha is not None, payload.icc_profile is not None, payload.exif is not None):
+    present = (payload.alpha is not None, payload.icc_profile is not None, payload.exif is not None)
+    if header.optional_strings() != present:
         raise ValueError("the header's mode and flags do not match the payload")
     return pack(header, payload.strings())
 

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from yotocodec.metrics import mse_per_example
 from yotocodec.model import YotoHyperprior
 from yotocodec.training.data import image_to_tensor
-from yotocodec.training.evaluate import forward_image, padded
+from yotocodec.training.evaluate import forward_image, padded, psnr_8bit
 
 from .. import images as images_mod
 from .inputs import load_any, model_and_images_options
@@ -35,12 +34,6 @@ class Ceiling:
     bpp: float  # from the likelihoods of the rounded latent
 
 
-def _psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """PSNR of the output rounded to 8 bits, as a decoded file would hold it."""
-    x_hat = torch.round(x_hat.clamp(0, 1) * 255) / 255
-    return float(-10 * torch.log10(mse_per_example(x, x_hat)))
-
-
 @torch.no_grad()
 def ceiling(model: YotoHyperprior, arrays: tuple, lmbda: float) -> Ceiling:
     """Mean PSNR (unquantised, rounded) and likelihood bpp over the images at one λ."""
@@ -51,9 +44,9 @@ def ceiling(model: YotoHyperprior, arrays: tuple, lmbda: float) -> Ceiling:
     for array in arrays:
         x = image_to_tensor(array)
         x_padded, unpad = padded(x, model.downsampling_factor)
-        plain.append(_psnr(x, F.pad(model.g_s(model.g_a(x_padded, emb), emb), unpad)))
+        plain.append(float(psnr_8bit(x, F.pad(model.g_s(model.g_a(x_padded, emb), emb), unpad))))
         out = forward_image(model, x, lmbda)  # in eval mode the latent is rounded around the predicted means
-        rounded.append(_psnr(x, out["x_hat"]))
+        rounded.append(float(psnr_8bit(x, out["x_hat"])))
         rates.append(float(out["bpp"]))
     return Ceiling(lmbda, float(np.mean(plain)), float(np.mean(rounded)), float(np.mean(rates)))
 

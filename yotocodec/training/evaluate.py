@@ -35,6 +35,11 @@ def forward_image(model: YotoHyperprior, x: Tensor, lmbda: float | Tensor) -> di
     }
 
 
+def psnr_8bit(x: Tensor, x_hat: Tensor) -> Tensor:
+    """PSNR per image of ``x_hat`` rounded to 8 bits, as a decoded file would hold it (both in [0, 1])."""
+    return -10 * torch.log10(mse_per_example(x, torch.round(x_hat.clamp(0, 1) * 255) / 255))
+
+
 @torch.no_grad()
 def validate(model: YotoHyperprior, images: list[np.ndarray], lambdas: list[float], device: torch.device) -> list:
     """Mean estimated bpp and PSNR (of the 8-bit reconstruction) over ``images`` at each λ."""
@@ -45,9 +50,8 @@ def validate(model: YotoHyperprior, images: list[np.ndarray], lambdas: list[floa
         for img in images:
             x = image_to_tensor(img).to(device)
             out = forward_image(model, x, lmbda)
-            x_hat = out["x_hat"].clamp(0, 1)
             bpps.append(float(out["bpp"]))
-            psnrs.append(float(-10 * torch.log10(mse_per_example(x, torch.round(x_hat * 255) / 255))))
+            psnrs.append(float(psnr_8bit(x, out["x_hat"])))
         results.append({"lmbda": lmbda, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
     model.train()
     return results
