@@ -12,6 +12,11 @@ exported files are not committed (git ignores ``models/baselines/``): this comma
 
     python -m benchmarks.rd --codecs model,baselines --model models/baselines/single.pt \\
         --baselines 'models/baselines/lambda-*.pt' --out benchmarks/results/matched
+
+A staged recipe is matched from its own first stage: ``--init-from`` starts every run from the same trained model
+(e.g. the top-λ model of stage 1), keeping its networks and, unless given, its λ range; each per-λ run then fine-tunes
+that model at its λ, the single model trains the variable-rate stage, and with ``--ema-decay`` every run exports its
+weight average, as the shipped model does.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from yotocodec.cli import recipe_options
 from yotocodec.model import ModelConfig
 from yotocodec.training.checkpoint import CHECKPOINT_NAME, export
 from yotocodec.training.loop import train
-from yotocodec.training.recipe import PRECISIONS, TrainConfig
+from yotocodec.training.recipe import TrainConfig
+from yotocodec.weights import load_weights
 
 DEFAULT_DATA = Path("../shared/data/train")
 DEFAULT_OUT = Path("models/baselines")
@@ -53,7 +61,8 @@ def plan(
     name = "single" if single_steps in (None, base.steps) else f"single-{single_steps}"
     configs = {name: replace(base, run_dir=str(runs / name), steps=single_steps or base.steps)}
     for lmbda in lambdas:
-        model = replace(base.model, lmbda_min=lmbda, lmbda_max=lmbda)
+        # A fine-tune keeps the starting model's λ range (its conditioning input); a fresh model is trained on λ alone.
+        model = base.model if base.init_from else replace(base.model, lmbda_min=lmbda, lmbda_max=lmbda)
         configs[f"lambda-{lmbda:g}"] = replace(base, run_dir=str(runs / f"lambda-{lmbda:g}"), model=model,
                                                fixed_lambda=lmbda)  # fmt: skip
     return configs
@@ -84,7 +93,7 @@ def train_and_export(name: str, cfg: TrainConfig, minutes_left: float, out: Path
         if record["step"] < cfg.steps:
             click.echo(f"{name} stopped at step {record['step']} of {cfg.steps}: run again to continue", err=True)
             return "stopped"
-        model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt")
+        model_id = export(Path(cfg.run_dir) / CHECKPOINT_NAME, out / f"{name}.pt", ema=cfg.ema_decay > 0)
     click.echo(f"{name}: {cfg.steps} steps, exported {out / f'{name}.pt'} ({model_id})", err=True)
     return "exported"
 
@@ -97,49 +106,23 @@ def train_and_export(name: str, cfg: TrainConfig, minutes_left: float, out: Path
               help="Training steps of the single model (default: --steps).")  # fmt: skip
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--count", type=click.IntRange(min=2), default=5, show_default=True, help="Number of per-λ models.")
+@click.option("--init-from", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Start every run from this trained model (e.g. stage 1 of a staged recipe): its networks and, "
+              "unless given, its λ range; the per-λ runs fine-tune it at their λ.")  # fmt: skip
 @recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
-@click.option("--compile/--no-compile", default=False, show_default=True, help="As `yotocodec train --compile`.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="As `yotocodec train --precision`.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
-def main(
-    runs: Path,
-    steps: int,
-    single_steps: int | None,
-    data: Path,
-    count: int,
-    arch: str,
-    N: int,
-    M: int,
-    lambda_min: float,
-    lambda_max: float,
-    batch_size: int,
-    patch_size: int,
-    lr: float,
-    lambda_weighting: float,
-    max_minutes: float | None,
-    compile: bool,
-    precision: str,
-    out: Path,
-) -> None:
+def main(runs: Path, steps: int, single_steps: int | None, count: int, max_minutes: float | None, out: Path,
+         **recipe: Any) -> None:  # fmt: skip
     """Train and export the per-λ baselines and a single model with exactly their budget."""
-    base = TrainConfig(
-        data=str(data),
-        run_dir="",
-        model=ModelConfig(arch=arch, N=N, M=M, lmbda_min=lambda_min, lmbda_max=lambda_max),
-        batch_size=batch_size,
-        patch_size=patch_size,
-        lr=lr,
-        lambda_weighting=lambda_weighting,
-        steps=steps,
-        compile=compile,
-        precision=precision,
-    )
+    ctx = click.get_current_context()
+    given = {name for name in recipe if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    base = base_config(recipe, given, steps)
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else math.inf
     out.mkdir(parents=True, exist_ok=True)
     busy = []
-    for name, cfg in plan(base, runs, baseline_lambdas(lambda_min, lambda_max, count), single_steps).items():
+    lambdas = baseline_lambdas(base.model.lmbda_min, base.model.lmbda_max, count)
+    for name, cfg in plan(base, runs, lambdas, single_steps).items():
         left = (deadline - time.monotonic()) / 60
         if left <= 0:
             click.echo(f"time is up before {name}: run the same command again to continue", err=True)
@@ -151,6 +134,19 @@ def main(
             return
     if busy:
         click.echo(f"{', '.join(busy)}: being trained by another invocation when reached (it exports them)", err=True)
+
+
+def base_config(recipe: dict[str, Any], given: set[str], steps: int) -> TrainConfig:
+    """The settings every run shares; from --init-from, that model's networks and (unless given) its λ range."""
+    model = ModelConfig(arch=recipe["arch"], N=recipe["N"], M=recipe["M"], lmbda_min=recipe["lambda_min"],
+                        lmbda_max=recipe["lambda_max"])  # fmt: skip
+    if recipe["init_from"] is not None:
+        start = load_weights(recipe["init_from"])[0].config
+        chosen = {f"lmbda_{end}": recipe[f"lambda_{end}"] for end in ("min", "max") if f"lambda_{end}" in given}
+        model = replace(start, **chosen)
+    settings = {f.name: recipe[f.name] for f in fields(TrainConfig) if f.name in recipe}
+    settings.update(data=str(recipe["data"]), init_from=recipe["init_from"] and str(recipe["init_from"]))
+    return TrainConfig(run_dir="", model=model, steps=steps, **settings)
 
 
 if __name__ == "__main__":

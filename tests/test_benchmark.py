@@ -361,6 +361,28 @@ def test_baselines_give_the_single_model_its_own_budget_in_its_own_run(tmp_path)
     assert not (tmp_path / "runs" / "single").exists()  # a run planned for other steps is not the one extended
 
 
+def test_staged_baselines_fine_tune_one_starting_model_at_each_lambda_and_export_its_average(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic(160, 150, seed=0).save(data / "0.png")
+    start = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.001, lmbda_max=0.1))
+    save_weights(start, tmp_path / "stage1.pt", {"steps": 7, "fixed_lambda": 0.1})
+    args = ["--runs", str(tmp_path / "runs"), "--data", str(data), "--steps", "1", "--count", "2",
+            "--init-from", str(tmp_path / "stage1.pt"), "--ema-decay", "0.5", "--decoder-quantizer", "ste",
+            "--batch-size", "2", "--patch-size", "64", "--out", str(tmp_path / "out")]  # fmt: skip
+    run = CliRunner().invoke(baselines_main, args)
+    assert run.exit_code == 0, run.output
+    single = yotocodec.load_model(tmp_path / "out" / "single.pt")
+    low = yotocodec.load_model(tmp_path / "out" / "lambda-0.001.pt")
+    for model in (single, low):  # each keeps the starting model's networks and conditioning range
+        assert (model.config.N, model.config.lmbda_min, model.config.lmbda_max) == (16, 0.001, 0.1)
+        assert model.meta["steps"] == 7 + 1 and model.meta["ema_decay"] == 0.5
+    assert low.meta["fixed_lambda"] == 0.001 and single.meta["fixed_lambda"] is None
+    saved = torch.load(tmp_path / "runs" / "lambda-0.1" / "checkpoint.pt", weights_only=False)
+    assert saved["config"]["init_from"] == str(tmp_path / "stage1.pt")
+    assert saved["config"]["decoder_quantizer"] == "ste"
+
+
 def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -255,6 +255,18 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--lambda-weighting", type=float, default=0.5, show_default=True,
                      help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out."),
+        click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+                     help="Also keep a moving average of the weights (e.g. 0.999; 0: off), validated alongside; "
+                     "`export --ema`."),
+        click.option("--decoder-quantizer", type=click.Choice(["noise", "ste"]), default="noise", show_default=True,
+                     help="What the synthesis transform trains on: the noisy latent, or the rounded one "
+                     "(straight-through)."),
+        click.option("--compile/--no-compile", default=False, show_default=True,
+                     help="Run training through torch.compile: faster steps after a minute or so of compiling."),
+        click.option("--precision", type=click.Choice(recipe.PRECISIONS), default="fp32", show_default=True,
+                     help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in "
+                     "float32). Faster on GPUs and on CPUs with AMX or AVX512-BF16."),
+        click.option("--seed", type=int, default=0, show_default=True),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -312,35 +324,6 @@ def recipe_options(command: Callable) -> Callable:
     "--N/--M, the new ones), sparing them the rate for the first half of STEPS and phasing it in over the second "
     "(0: off).",
 )
-@click.option(
-    "--ema-decay",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.0,
-    show_default=True,
-    help="Also keep a moving average of the weights (e.g. 0.999; 0: off), validated alongside; `export --ema`.",
-)
-@click.option(
-    "--decoder-quantizer",
-    type=click.Choice(["noise", "ste"]),
-    default="noise",
-    show_default=True,
-    help="What the synthesis transform trains on: the noisy latent, or the rounded one (straight-through).",
-)
-@click.option(
-    "--compile/--no-compile",
-    default=False,
-    show_default=True,
-    help="Run training through torch.compile: faster steps after a minute or so of compiling.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(recipe.PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in float32). Faster on "
-    "GPUs and on CPUs with AMX or AVX512-BF16.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
 def train(**options: Any) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
     ctx = click.get_current_context()
