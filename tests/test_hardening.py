@@ -13,9 +13,8 @@ from conftest import synthetic
 from PIL import Image
 
 import yotocodec
-from yotocodec import tiling
+from yotocodec import bands, slices, tiling
 from yotocodec.metrics import psnr
-from yotocodec.model import HYPER_BAND
 
 CODE_IN_A_FRESH_PROCESS = """
 import sys, torch
@@ -77,15 +76,50 @@ def test_spans_cover_the_axis_once(length, tile):
     assert all(c0 <= r0 < r1 <= c1 and r0 - c0 <= 64 and c1 - r1 <= 64 for r0, r1, c0, c1 in spans)
 
 
-def test_hyper_synthesis_in_bands_matches_one_piece(model):
-    """On images taller than HYPER_BAND rows of z, h_s runs in bands (memory): the same scale indexes and means as
-    one piece, up to float64 rounding."""
+def test_hyper_synthesis_in_bands_matches_one_piece(model, monkeypatch):
+    """On large images h_s computes each layer in bands of rows (memory): the same scale indexes and means as one
+    piece, up to float64 rounding, whatever the band height."""
     torch.manual_seed(0)
     with torch.inference_mode():
-        z_hat = torch.round(torch.randn(1, model.config.N, 3 * HYPER_BAND + 5, 11, dtype=torch.float64) * 3)
+        z_hat = torch.round(torch.randn(1, model.config.N, 13, 11, dtype=torch.float64) * 3)
         emb = model.embed(torch.tensor([0.05], dtype=torch.float64))
-        scales, means = model.gaussian_params(z_hat, emb)
         whole_scales, whole_means = model.h_s(z_hat, emb).chunk(2, dim=1)
-    assert torch.allclose(means, whole_means, rtol=0, atol=1e-10) and torch.allclose(scales, whole_scales, atol=1e-10)
-    indexes = model.gaussian_conditional.build_indexes
-    assert torch.equal(indexes(scales), indexes(whole_scales))
+        for budget in (1, 40_000, 300_000):  # one row a band, a few rows, two bands
+            monkeypatch.setattr(bands, "UNFOLD_BYTES", budget)
+            scales, means = model.gaussian_params(z_hat, emb)
+            assert torch.allclose(means, whole_means, rtol=0, atol=1e-12)
+            assert torch.allclose(scales, whole_scales, rtol=0, atol=1e-12)
+            indexes = model.gaussian_conditional.build_indexes
+            assert torch.equal(indexes(scales), indexes(whole_scales))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        torch.nn.Conv2d(3, 4, kernel_size=5, stride=2, padding=2),
+        torch.nn.Conv2d(3, 4, kernel_size=3, stride=1, padding=1),
+        torch.nn.ConvTranspose2d(3, 4, kernel_size=5, stride=2, padding=2, output_padding=1),
+        torch.nn.ConvTranspose2d(3, 4, kernel_size=3, stride=1, padding=1),
+    ],
+)
+@pytest.mark.parametrize("rows", [1, 2, 7, 12])
+def test_each_band_of_a_convolution_reads_exactly_the_rows_it_needs(layer, rows, monkeypatch):
+    monkeypatch.setattr(bands, "UNFOLD_BYTES", 1)  # one output row (two for a stride-2 transposed conv) a band
+    x = torch.randn(1, 3, rows, 6, dtype=torch.float64)
+    layer = layer.double()
+    with torch.inference_mode():
+        assert torch.allclose(bands.in_bands(torch.nn.Sequential(layer), x, lambda f, t: f(t)), layer(x), atol=1e-12)
+
+
+def test_the_latent_coded_a_slice_at_a_time_is_the_same_file(model, monkeypatch):
+    """slices.compress / build_indexes bound memory on large images; the bytes and indexes are CompressAI's."""
+    torch.manual_seed(1)
+    conditional = model.gaussian_conditional
+    y = torch.randn(1, 8, 9, 7) * 6
+    scales = torch.rand(1, 8, 9, 7, dtype=torch.float64) * 20
+    means = torch.randn(1, 8, 9, 7, dtype=torch.float64)
+    whole = conditional.compress(y.double(), conditional.build_indexes(scales), means=means)[0]
+    for size in (1, 100, 10_000):
+        monkeypatch.setattr(slices, "SLICE", size)
+        assert slices.compress(conditional, y, scales, means) == whole
+        assert torch.equal(slices.build_indexes(conditional, scales), conditional.build_indexes(scales))

@@ -19,11 +19,11 @@ from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from . import slices
+from .bands import in_bands
 from .quality import LambdaRange
 
 ARCHITECTURES = ("mean-scale", "scale")
-HYPER_BAND = 16  # rows of z that h_s computes at a time on large images (see _banded_hyper_synthesis)
-HYPER_HALO = 4  # rows of z of context around a band: more than h_s's receptive-field radius (2)
 
 
 @dataclass(frozen=True)
@@ -160,31 +160,13 @@ class YotoHyperprior(CompressionModel):
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
     def gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
-        params = self.h_s(z_hat, emb) if z_hat.shape[-2] <= HYPER_BAND else self._banded_hyper_synthesis(z_hat, emb)
+        """Scales (and means) of y from ``h_s``, computed in bands of rows so that memory stays bounded on large
+        images (:mod:`yotocodec.bands`); on small ones, and in training, in one piece."""
+        params = in_bands(self.h_s, z_hat, lambda layer, x: layer(x, emb) if isinstance(layer, FiLM) else layer(x))
         if self.config.arch == "mean-scale":
             scales, means = params.chunk(2, dim=1)
             return scales, means
         return params, None
-
-    def _banded_hyper_synthesis(self, z_hat: Tensor, emb: Tensor) -> Tensor:
-        """``h_s`` over bands of ``HYPER_BAND`` rows of z, each with ``HYPER_HALO`` rows of context.
-
-        In float64 (a coding model) convolutions unfold their input, which took 1.4 GB on a 24-megapixel photo in one
-        piece.  The halo exceeds h_s's receptive field, so each band's core is the whole-image result.
-        """
-        rows, scale = z_hat.shape[-2], 4  # h_s upsamples by 2 twice
-        params = None
-        for start in range(0, rows, HYPER_BAND):
-            top, end, bottom = (
-                max(0, start - HYPER_HALO),
-                min(rows, start + HYPER_BAND),
-                min(rows, start + HYPER_BAND + HYPER_HALO),
-            )
-            band = self.h_s(z_hat[..., top:bottom, :], emb)
-            if params is None:  # filled band by band, so that no band outlives its step
-                params = band.new_empty((*band.shape[:2], rows * scale, band.shape[-1]))
-            params[..., start * scale : end * scale, :] = band[..., (start - top) * scale : (end - top) * scale, :]
-        return params
 
     def forward(self, x: Tensor, lmbda: Tensor, ste: bool = False, rate_gradient: Tensor | None = None) -> dict:
         """Training/evaluation pass with additive-noise (or rounding, in eval) proxies for quantisation.
@@ -229,9 +211,8 @@ class YotoHyperprior(CompressionModel):
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self.gaussian_params(z_hat, emb)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y.to(exact), indexes, means=means)
-        return [y_strings[0], z_strings[0]], tuple(z.size()[-2:])
+        y_string = slices.compress(self.gaussian_conditional, y, scales, means)  # y quantised in float64
+        return [y_string, z_strings[0]], tuple(z.size()[-2:])
 
     def decompress_latent(
         self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor, entropy_coder: object = None
@@ -251,7 +232,7 @@ class YotoHyperprior(CompressionModel):
         conditional = _with_coder(self.gaussian_conditional, entropy_coder)
         z_hat = bottleneck.decompress([strings[1]], z_shape)
         scales, means = self.gaussian_params(z_hat, emb)
-        indexes = conditional.build_indexes(scales)
+        indexes = slices.build_indexes(conditional, scales)
         y_symbols = conditional.decompress([strings[0]], indexes, z_hat.dtype)
         y_hat = y_symbols if means is None else y_symbols + means
         medians = bottleneck._get_medians().to(z_hat.dtype)
