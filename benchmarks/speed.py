@@ -1,8 +1,9 @@
 """Encode and decode speed: yotocodec beside CompressAI's mean-scale hyperprior and the classic codecs, same run.
 
 ``python -m benchmarks.speed [--images DIR] [--limit N] [--threads 1,2] [--quality 50] [--large] [--out DIR]``
-times, per image, the public ``yotocodec.encode``/``decode``, CompressAI's ``MeanScaleHyperprior(128, 192)``
-``compress``/``decompress`` (the same architecture and size, so the ratio isolates yotocodec's own overhead) and JPEG,
+times, per image, the public ``yotocodec.encode``/``decode``, CompressAI's ``MeanScaleHyperprior(N, M)`` with the
+model's widths ``compress``/``decompress`` (the same architecture and size, so the ratio isolates yotocodec's own
+overhead) and JPEG,
 WebP, AVIF and JPEG XL through the adapters of :mod:`benchmarks.codecs`.  Each torch thread count runs in its own
 fresh (spawned) process whose thread count is set before anything is timed.  ``--large`` adds time and peak memory
 of a 6000×4000 photo, through :mod:`benchmarks.large`'s one-step-per-process runner.  Writes ``speed.json`` and
@@ -69,8 +70,8 @@ def yotocodec_coder(model: yotocodec.YotoHyperprior, quality: float) -> Coder:
     return coder
 
 
-def compressai_model() -> torch.nn.Module:
-    """CompressAI's ``MeanScaleHyperprior(128, 192)``, float32, eval mode, CDF tables built: ready to compress.
+def compressai_model(N: int, M: int) -> torch.nn.Module:
+    """CompressAI's ``MeanScaleHyperprior(N, M)``, float32, eval mode, CDF tables built: ready to compress.
 
     Its weights are untrained (seeded): the shipped model's weights without their FiLM layers give latents far out
     of range: with them the 64×64 smoke test ran for over 5 minutes without finishing.
@@ -78,7 +79,7 @@ def compressai_model() -> torch.nn.Module:
     from compressai.models import MeanScaleHyperprior
 
     torch.manual_seed(0)
-    net = MeanScaleHyperprior(128, 192).eval()
+    net = MeanScaleHyperprior(N, M).eval()
     net.update(force=True)
     return net
 
@@ -125,9 +126,9 @@ def codec_entries(
             "coder": yotocodec_coder(model, quality),
         },
         REFERENCE: {
-            "label": "CompressAI MeanScaleHyperprior(128, 192)",
+            "label": f"CompressAI MeanScaleHyperprior({model.config.N}, {model.config.M})",
             "settings": "float32, eval, update(force=True), untrained weights; compress/decompress, padded to 64",
-            "coder": compressai_coder(compressai_model()),
+            "coder": compressai_coder(compressai_model(model.config.N, model.config.M)),
         },
     }
     skipped = {}
