@@ -547,3 +547,15 @@ def test_revive_channels_is_refused_without_a_starting_model_and_on_resume(image
     assert CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--steps", "1", *common]).exit_code == 0
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--revive-channels", "100"])
     assert run.exit_code == 2 and "a resumed run keeps its own" in run.output
+
+
+def test_a_run_from_an_exp_film_model_can_train_it_with_linear_scales(image_dir, tmp_path):
+    weights = tmp_path / "start.pt"
+    save_weights(switched_off_model([1]), weights)
+    args = ["train", "--data", str(image_dir), "--run-dir", str(tmp_path / "run"), "--init-from", str(weights),
+            "--film", "linear", "--steps", "1", "--batch-size", "2", "--patch-size", "64"]  # fmt: skip
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["config"]["model"]["film"] == "linear"
+    assert yotocodec.load_model(weights).config.film == "exp"

@@ -15,7 +15,7 @@ from .batch import DecodeTask, EncodeTask, code_files
 from .codec import inspect
 from .errors import YotoError
 from .files import error_message, writable_format
-from .model import ModelConfig
+from .model import FILM_SCALES, ModelConfig
 from .quality import DEFAULT_QUALITY
 from .ratecontrol import parse_size
 from .training import loop, recipe
@@ -248,6 +248,9 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True,
                      help="Channels of the transforms."),
         click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True, help="Channels of the latent y."),
+        click.option("--film", type=click.Choice(FILM_SCALES), default=ModelConfig.film, show_default=True,
+                     help="FiLM scale: exp(γ) (every model up to 0.2.0) or linear γ, whose closed channels can "
+                     "reopen; --init-from an exp model converts it (fitted over its λ range)."),
         click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True),
         click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),

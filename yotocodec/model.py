@@ -24,6 +24,7 @@ from .bands import in_bands
 from .quality import LambdaRange
 
 ARCHITECTURES = ("mean-scale", "scale")
+FILM_SCALES = ("exp", "linear")  # how a FiLM head's output becomes a channel's scale (see FiLM)
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ class ModelConfig:
     lmbda_min: float = 0.0015
     lmbda_max: float = 0.2
     cond_dim: int = 64
+    film: str = "exp"  # one of FILM_SCALES; weights files from before the setting existed are "exp"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.film not in FILM_SCALES:
+            raise ValueError(f"unknown FiLM scale {self.film!r}; expected one of {FILM_SCALES}")
         if not 0 < self.lmbda_min <= self.lmbda_max:
             raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
 
@@ -69,17 +73,30 @@ class ModelConfig:
 
 
 class FiLM(nn.Module):
-    """Per-channel scale exp(γ(λ)) and shift β(λ); zero-initialised, so it starts as the identity."""
+    """Per-channel scale and shift β(λ) from a linear head on the λ embedding; it starts as the identity.
 
-    def __init__(self, channels: int, cond_dim: int) -> None:
+    The scale is exp(γ(λ)) (``"exp"``, the models up to 0.2.0) or γ(λ) itself (``"linear"``, as SFT's x·(1+γ)+β).
+    Through exp the gradient of a channel's scale is exp(γ)·x, which vanishes once training has closed the channel,
+    so a closed channel never reopens; a linear scale's gradient is x whatever its value.
+    """
+
+    def __init__(self, channels: int, cond_dim: int, scale: str = "exp") -> None:
         super().__init__()
+        self.linear = scale == "linear"
         self.head = nn.Linear(cond_dim, 2 * channels)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if self.linear:
+            nn.init.ones_(self.head.bias[:channels])
+
+    def scale_and_shift(self, emb: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel scale and shift, shape ``(B, C)`` each."""
+        scale, shift = self.head(emb).chunk(2, dim=1)
+        return (scale if self.linear else torch.exp(scale)), shift
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        log_scale, shift = self.head(emb)[:, :, None, None].chunk(2, dim=1)
-        return x * torch.exp(log_scale) + shift
+        scale, shift = self.scale_and_shift(emb)
+        return x * scale[:, :, None, None] + shift[:, :, None, None]
 
 
 class ConditionalSequential(nn.Sequential):
@@ -99,40 +116,40 @@ class YotoHyperprior(CompressionModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        N, M, C = config.N, config.M, config.cond_dim
+        N, M, C, F = config.N, config.M, config.cond_dim, config.film
         mean_scale = config.arch == "mean-scale"
 
         self.cond = nn.Sequential(nn.Linear(1, C), nn.ReLU(), nn.Linear(C, C), nn.ReLU())
         self.g_a = ConditionalSequential(
-            conv(3, N), GDN(N), FiLM(N, C),
-            conv(N, N), GDN(N), FiLM(N, C),
-            conv(N, N), GDN(N), FiLM(N, C),
-            conv(N, M), FiLM(M, C),
+            conv(3, N), GDN(N), FiLM(N, C, F),
+            conv(N, N), GDN(N), FiLM(N, C, F),
+            conv(N, N), GDN(N), FiLM(N, C, F),
+            conv(N, M), FiLM(M, C, F),
         )  # fmt: skip
         self.g_s = ConditionalSequential(
-            FiLM(M, C),
-            deconv(M, N), GDN(N, inverse=True), FiLM(N, C),
-            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
-            deconv(N, N), GDN(N, inverse=True), FiLM(N, C),
+            FiLM(M, C, F),
+            deconv(M, N), GDN(N, inverse=True), FiLM(N, C, F),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C, F),
+            deconv(N, N), GDN(N, inverse=True), FiLM(N, C, F),
             deconv(N, 3),
         )  # fmt: skip
         act = nn.LeakyReLU if mean_scale else nn.ReLU
         self.h_a = ConditionalSequential(
-            conv(M, N, stride=1, kernel_size=3), act(), FiLM(N, C),
-            conv(N, N), act(), FiLM(N, C),
+            conv(M, N, stride=1, kernel_size=3), act(), FiLM(N, C, F),
+            conv(N, N), act(), FiLM(N, C, F),
             conv(N, N),
         )  # fmt: skip
         if mean_scale:
             H = M * 3 // 2
             self.h_s = ConditionalSequential(
-                deconv(N, M), act(), FiLM(M, C),
-                deconv(M, H), act(), FiLM(H, C),
+                deconv(N, M), act(), FiLM(M, C, F),
+                deconv(M, H), act(), FiLM(H, C, F),
                 conv(H, 2 * M, stride=1, kernel_size=3),
             )  # fmt: skip
         else:
             self.h_s = ConditionalSequential(
-                deconv(N, N), act(), FiLM(N, C),
-                deconv(N, N), act(), FiLM(N, C),
+                deconv(N, N), act(), FiLM(N, C, F),
+                deconv(N, N), act(), FiLM(N, C, F),
                 conv(N, M, stride=1, kernel_size=3), act(),
             )  # fmt: skip
         self.entropy_bottleneck = EntropyBottleneck(N)

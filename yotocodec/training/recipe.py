@@ -118,7 +118,9 @@ class ConflictingOptionsError(ValueError):
 # Settings that only steer optimisation: a resumed run may change them for the rest of the run.
 RESUMABLE = ("lr", "lambda_weighting", "ema_decay", "decoder_quantizer", "compile", "precision", "steps")
 # Command-line options of the model's own configuration, by the ModelConfig field they set.
-MODEL_OPTIONS = {"arch": "arch", "N": "N", "M": "M", "lambda_min": "lmbda_min", "lambda_max": "lmbda_max"}
+MODEL_OPTIONS = {
+    "arch": "arch", "N": "N", "M": "M", "lambda_min": "lmbda_min", "lambda_max": "lmbda_max", "film": "film",
+}  # fmt: skip
 
 
 def resolve(options: dict[str, Any], given: set[str]) -> TrainConfig:
@@ -169,4 +171,6 @@ def _model_config(options: dict[str, Any], given: set[str]) -> ModelConfig:
         return replace(start, **{MODEL_OPTIONS[name]: options[name] for name in MODEL_OPTIONS if name in given})
     fixed = options["fixed_lambda"]
     lo, hi = (fixed, fixed) if fixed else (options["lambda_min"], options["lambda_max"])
-    return ModelConfig(arch=options["arch"], N=options["N"], M=options["M"], lmbda_min=lo, lmbda_max=hi)
+    return ModelConfig(
+        arch=options["arch"], N=options["N"], M=options["M"], lmbda_min=lo, lmbda_max=hi, film=options["film"]
+    )

@@ -42,9 +42,8 @@ def set_lambda_range(model: YotoHyperprior, lmbda_min: float, lmbda_max: float) 
 
 
 def latent_scales(model: YotoHyperprior, lmbda: Tensor) -> Tensor:
-    """The per-channel scale exp(γ(λ)) of the FiLM after g_a's last convolution, shape ``(len(lmbda), M)``."""
-    log_scale, _ = model.g_a[-1].head(model.embed(lmbda)).chunk(2, dim=1)
-    return torch.exp(log_scale)
+    """The per-channel scale (its size) of the FiLM after g_a's last convolution, shape ``(len(lmbda), M)``."""
+    return model.g_a[-1].scale_and_shift(model.embed(lmbda))[0].abs()
 
 
 @torch.no_grad()
@@ -64,11 +63,35 @@ def revive_latent_channels(model: YotoHyperprior) -> Tensor:
         return torch.zeros_like(off)
     middle = torch.tensor([math.sqrt(lo * hi)])
     for film in (model.g_a[-1], model.g_s[0]):
-        log_scale, _ = film.head(model.embed(middle)).chunk(2, dim=1)
-        rows = off.nonzero()[:, 0]  # the head's first M outputs are the log-scales
+        raw, _ = film.head(model.embed(middle)).chunk(2, dim=1)
+        rows = off.nonzero()[:, 0]  # the head's first M outputs are the (log-)scales
         film.head.weight[rows] = 0
-        film.head.bias[rows] = log_scale[0][~off].median()
+        film.head.bias[rows] = raw[0][~off].median()
     return off
+
+
+@torch.no_grad()
+def linearise(model: YotoHyperprior, points: int = 257) -> YotoHyperprior:
+    """A copy of an ``"exp"`` model whose FiLM scales are linear in the λ embedding (``ModelConfig.film``).
+
+    Every weight is copied; each FiLM's scale head becomes the least-squares fit of its exp(γ(λ)) on [embedding, 1]
+    at ``points`` values of λ log-spaced over the range, so the copy computes nearly the same images at every λ (a
+    single-λ model: exactly), and its closed channels can reopen (see :class:`~yotocodec.model.FiLM`).
+    """
+    if model.config.film != "exp":
+        raise ValueError(f"only an exp-FiLM model can be linearised, not {model.config.film!r}")
+    new = YotoHyperprior(replace(model.config, film="linear"))
+    new.load_state_dict(model.state_dict())
+    lo, hi = model.config.lmbda_min, model.config.lmbda_max
+    emb = model.embed(torch.exp(torch.linspace(math.log(lo), math.log(hi), points)))
+    design = torch.cat([emb, torch.ones(points, 1)], dim=1).double()
+    films = [m for m in model.modules() if isinstance(m, FiLM)]
+    for old, film in zip(films, [m for m in new.modules() if isinstance(m, FiLM)], strict=True):
+        scale = old.scale_and_shift(emb)[0].double()
+        fit = torch.linalg.lstsq(design, scale).solution  # (cond_dim + 1, channels)
+        film.head.weight[: scale.shape[1]] = fit[:-1].T.float()
+        film.head.bias[: scale.shape[1]] = fit[-1].float()
+    return new.train(model.training)
 
 
 def same_network(a: ModelConfig, b: ModelConfig) -> bool:
@@ -79,10 +102,13 @@ def same_network(a: ModelConfig, b: ModelConfig) -> bool:
 def starting_model(
     init: YotoHyperprior, config: ModelConfig, seed: int, source: str = "the starting model"
 ) -> tuple[YotoHyperprior, Tensor]:
-    """The model a run starts from a trained one: the same, or widened to ``config``'s channels (:func:`widen`).
+    """The model a run starts from a trained one: the same, linearised (:func:`linearise`), or widened to
+    ``config``'s channels (:func:`widen`).
 
     Returns it (train mode) with the mask of its new latent channels (none unless widened).
     """
+    if init.config.film == "exp" and config.film == "linear":
+        init = linearise(init)
     if same_network(init.config, config):
         return init.train(), torch.zeros(init.config.M, dtype=torch.bool)
     if same_network(replace(init.config, N=config.N, M=config.M), config):
