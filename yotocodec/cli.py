@@ -249,8 +249,8 @@ def recipe_options(command: Callable) -> Callable:
                      help="Channels of the transforms."),
         click.option("--M", "M", type=int, default=ModelConfig.M, show_default=True, help="Channels of the latent y."),
         click.option("--film", type=click.Choice(FILM_SCALES), default=ModelConfig.film, show_default=True,
-                     help="FiLM scale: exp(γ) (every model up to 0.2.0) or linear γ, whose closed channels can "
-                     "reopen; --init-from an exp model converts it (fitted over its λ range)."),
+                     help="FiLM scale: exp(γ) (every model up to 0.2.0) or linear γ (experimental), whose closed "
+                     "channels can reopen; --init-from an exp model converts it (fitted over its λ range)."),
         click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True),
         click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
