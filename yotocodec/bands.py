@@ -36,19 +36,22 @@ def in_bands(stack: nn.Sequential, x: Tensor, apply: Apply) -> Tensor:
 
 
 def _stage_in_bands(conv: nn.Module, pointwise: list[nn.Module], x: Tensor, apply: Apply) -> Tensor:
-    rows = _output_rows(conv, x.shape[-2])
-    step = _band_rows(conv, x)
+    rows, step = _output_rows(conv, x.shape[-2]), _band_rows(conv, x)
+    if step >= rows:
+        return _pointwise(pointwise, conv(x), apply)
     out = None
     for start in range(0, rows, step):
-        band = _rows_of(conv, x, start, min(rows, start + step)) if step < rows else conv(x)
-        for layer in pointwise:
-            band = apply(layer, band)
-        if step >= rows:
-            return band
+        band = _pointwise(pointwise, _rows_of(conv, x, start, min(rows, start + step)), apply)
         if out is None:  # filled band by band, so that no band outlives its step
             out = band.new_empty((*band.shape[:2], rows, band.shape[-1]))
         out[..., start : start + band.shape[-2], :] = band
     return out
+
+
+def _pointwise(layers: list[nn.Module], x: Tensor, apply: Apply) -> Tensor:
+    for layer in layers:
+        x = apply(layer, x)
+    return x
 
 
 def _output_rows(conv: nn.Module, rows: int) -> int:

@@ -104,8 +104,13 @@ class ConditionalSequential(nn.Sequential):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, FiLM) else layer(x)
+            x = self.run(layer, x, emb)
         return x
+
+    @staticmethod
+    def run(layer: nn.Module, x: Tensor, emb: Tensor) -> Tensor:
+        """One layer of the stack: FiLM layers also take the embedding."""
+        return layer(x, emb) if isinstance(layer, FiLM) else layer(x)
 
 
 class YotoHyperprior(CompressionModel):
@@ -179,7 +184,7 @@ class YotoHyperprior(CompressionModel):
     def gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
         """Scales (and means) of y from ``h_s``, computed in bands of rows so that memory stays bounded on large
         images (:mod:`yotocodec.bands`); on small ones, and in training, in one piece."""
-        params = in_bands(self.h_s, z_hat, lambda layer, x: layer(x, emb) if isinstance(layer, FiLM) else layer(x))
+        params = in_bands(self.h_s, z_hat, lambda layer, x: ConditionalSequential.run(layer, x, emb))
         if self.config.arch == "mean-scale":
             scales, means = params.chunk(2, dim=1)
             return scales, means
