@@ -133,6 +133,17 @@ CODECS: dict[str, ClassicCodec] = {
             _avif_library,
         ),
         ClassicCodec(
+            "avif444",
+            "AVIF 4:4:4 speed 4",
+            "quality",
+            tuple(float(q) for q in range(0, 95, 5)),
+            (10, 30, 50, 70),
+            "Pillow, aom encoder, chroma 4:4:4, speed 4 (slower, about 10 % fewer bits than the default), 1 thread",
+            lambda a, q: _pillow_encode(a, "AVIF", quality=round(q), subsampling="4:4:4", speed=4, max_threads=1),
+            _pillow_decode,
+            _avif_library,
+        ),
+        ClassicCodec(
             "jpeg2000",
             "JPEG 2000",
             "target PSNR (dB)",

@@ -163,7 +163,7 @@ def _previous(path: Path, fingerprint: str) -> dict[str, dict]:
 
 
 def _split_codecs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    """``--codecs``: keys comma- or space-separated, or the option repeated; ``classic`` stands for all six."""
+    """``--codecs``: keys comma- or space-separated, or the option repeated; ``classic`` stands for all seven."""
     keys = []
     for value in values:
         for key in filter(None, value.replace(",", " ").split()):

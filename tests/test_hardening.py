@@ -13,7 +13,7 @@ from conftest import synthetic
 from PIL import Image
 
 import yotocodec
-from yotocodec import bands, slices, tiling
+from yotocodec import bands, isolation, slices, tiling
 from yotocodec.metrics import psnr
 
 CODE_IN_A_FRESH_PROCESS = """
@@ -123,3 +123,38 @@ def test_the_latent_coded_a_slice_at_a_time_is_the_same_file(model, monkeypatch)
         monkeypatch.setattr(slices, "SLICE", size)
         assert slices.compress(conditional, y, scales, means) == whole
         assert torch.equal(slices.build_indexes(conditional, scales), conditional.build_indexes(scales))
+
+
+@pytest.mark.parametrize("size", [1, 100, 10_000])
+def test_the_latent_decoded_a_slice_at_a_time_gives_compressais_symbols(model, monkeypatch, size):
+    """slices.decompress reads the string a slice of indexes at a time, in this process or in the helper, and gets
+    what CompressAI's decompress gets from it in one piece."""
+    torch.manual_seed(2)
+    conditional = model.gaussian_conditional
+    y, scales = torch.randn(1, 8, 9, 7) * 6, torch.rand(1, 8, 9, 7, dtype=torch.float64) * 20
+    indexes = conditional.build_indexes(scales)
+    string = conditional.compress(y.double(), indexes)[0]
+    whole = conditional.decompress([string], indexes, torch.float64).int()
+    assert torch.equal(whole, torch.round(y.double()).int())  # no means: the symbols are the rounded latent
+    monkeypatch.setattr(slices, "SLICE", size)
+    assert torch.equal(slices.decompress(conditional, string, indexes), whole)
+    assert torch.equal(slices.decompress(conditional, string, indexes, isolation.decoder().stream), whole)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_without_autograd_is_compressai_gdn_bit_for_bit(inverse):
+    from compressai import layers
+
+    from yotocodec.model import GDN
+
+    torch.manual_seed(0)
+    ours, theirs = GDN(8, inverse=inverse), layers.GDN(8, inverse=inverse)
+    with torch.no_grad():
+        ours.gamma.add_(torch.rand_like(ours.gamma) * 0.1)
+        ours.beta.add_(torch.rand_like(ours.beta))
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 9, 7).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.equal(ours(x), theirs(x))
+    x.requires_grad_(True)
+    assert torch.equal(ours(x), theirs(x))  # training keeps CompressAI's own forward

@@ -69,5 +69,5 @@ def test_time_large_on_a_small_photo(tmp_path: Path) -> None:
     assert large["size"] == [96, 64] and large["bytes"] > 0
     run = large["runs"]["1"]
     assert run["enc_s"] > 0 and run["dec_s"] > 0
-    assert run["enc_peak_mb"] > 0 and run["dec_peak_mb"] > 0 and run["dec_forked_child_peak_mb"] > 0
+    assert run["enc_peak_mb"] > 0 and run["dec_peak_mb"] > 0 and run["dec_helper_peak_mb"] > 0
     assert "Large photo, 96×64" in "\n".join(speed._large_table(large))

@@ -18,10 +18,9 @@ import torch
 from compressai.ops import compute_padding
 from PIL import Image
 
-from . import registry
+from . import isolation, registry
 from .container import Header, Payload, read, write
 from .errors import YotoError
-from .isolation import IsolatedDecoder
 from .loading import ModelLike, model_for_file, resolve
 from .metadata import Metadata, stored_metadata
 from .model import YotoHyperprior, precision
@@ -106,8 +105,7 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
     left, _, top, _ = compute_padding(header.height, header.width, min_div=net.downsampling_factor)[0]
     emb = embedding(net, header.lmbda_code)
     shape = hyper_latent_shape(net, header)
-    with IsolatedDecoder() as entropy_coder:
-        y_hat = net.decompress_latent([payload.y, payload.z], shape, emb, entropy_coder)
+    y_hat = net.decompress_latent([payload.y, payload.z], shape, emb, isolation.decoder())
     rgb = synthesis(net, y_hat, emb)[top : top + header.height, left : left + header.width]
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if header.mode in ("L", "LA"):
