@@ -35,7 +35,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from yotocodec.cli import recipe_options
-from yotocodec.model import ModelConfig
+from yotocodec.config import ModelConfig
 from yotocodec.training.checkpoint import CHECKPOINT_NAME, export
 from yotocodec.training.loop import train
 from yotocodec.training.recipe import TrainConfig

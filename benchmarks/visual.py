@@ -46,6 +46,7 @@ SEARCH: dict[str, tuple[float, float, float]] = {  # (lowest, highest, step) of 
     "jpeg444": (1, 100, 1),
     "webp": (0, 100, 1),
     "avif": (0, 100, 1),
+    "avif444": (0, 100, 1),
     "jpeg2000": (15, 55, 0.1),  # target PSNR in dB
     "jpegxl": (1, 100, 1),
 }

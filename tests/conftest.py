@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import yotocodec
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.config import ModelConfig
+from yotocodec.model import YotoHyperprior
 from yotocodec.weights import save_weights
 
 

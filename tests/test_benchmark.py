@@ -35,7 +35,8 @@ from benchmarks.images import DEFAULT_DIR, sample_images
 from benchmarks.rd import _readme_plan, main
 from benchmarks.readme import END, START, update_readme
 from benchmarks.report import average, bd_table, rd_cost, summary_markdown
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.config import ModelConfig
+from yotocodec.model import YotoHyperprior
 from yotocodec.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -353,3 +353,28 @@ def test_effort_option(png, tmp_path):
     assert_usage_error(
         ["encode", png, "--target-bpp", "0.5", "--effort", "1", "-o", tmp_path / "f.yoto"], "--effort cannot", tmp_path
     )
+
+
+def test_help_info_models_and_opening_a_file_header_do_not_load_torch(png, tmp_path):
+    """Importing torch and CompressAI takes seconds: only coding (and training) may pay for it."""
+    data = yotocodec.encode(Image.open(png), 40)
+    path = tmp_path / "a.yoto"
+    path.write_bytes(data)
+    script = """if True:
+        import sys
+        from PIL import Image
+        import yotocodec
+        from yotocodec.cli import main
+        for args in (["--help"], ["encode", "--help"], ["train", "--help"], ["models"], ["info", sys.argv[1]]):
+            try:
+                main(args)
+            except SystemExit as exc:
+                assert exc.code == 0, (args, exc.code)
+        with Image.open(sys.argv[1]) as image:
+            assert image.size == (120, 90)
+        print("torch loaded" if "torch" in sys.modules else "torch not loaded")
+    """
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "torch not loaded"
+    assert "quality:  40.00" in run.stdout

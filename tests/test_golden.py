@@ -14,7 +14,8 @@ from PIL import Image
 
 import yotocodec
 from yotocodec import registry
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.config import ModelConfig
+from yotocodec.model import YotoHyperprior
 from yotocodec.weights import load_weights, save_weights
 
 CASES = sorted(

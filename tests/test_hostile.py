@@ -262,18 +262,19 @@ def test_image_over_the_limit_on_stdin(tmp_path, model):
     assert_refused(["encode", "-", "-o", tmp_path / "out.yoto"], message, tmp_path, stdin=declared_png(20_000, 20_000))
 
 
-def start_cli(directory: Path, *args: str) -> subprocess.Popen:
-    """``python -m yotocodec ARGS`` in ``directory``, returned once the CLI is running (its imports are done).
+def start_cli(directory: Path, *args: str, ready: str = "yotocodec.batch") -> subprocess.Popen:
+    """``python -m yotocodec ARGS`` in ``directory``, returned once the command is running (its imports are done).
 
-    Importing torch takes seconds; Ctrl-C during that is Python's to handle, not the CLI's. The interpreter's own
-    import-time report (PYTHONPROFILEIMPORTTIME) says when ``yotocodec.cli`` has been imported.
+    The coding commands import torch (seconds) when they start; the interpreter's own import-time report
+    (PYTHONPROFILEIMPORTTIME) says when ``ready`` (by default ``yotocodec.batch``, which they import last) has been
+    imported.
     """
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     command = [sys.executable, "-m", "yotocodec", *args]
     proc = subprocess.Popen(command, cwd=directory, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
-        if re.search(r"\|\s*yotocodec\.cli$", line):
+        if re.search(rf"\|\s*{re.escape(ready)}$", line):
             return proc
     raise AssertionError(f"the CLI exited with code {proc.wait()} before it started")
 
@@ -304,3 +305,13 @@ def test_ctrl_c_while_decoding(tmp_path, model):
     code, stderr = interrupt(start_cli(tmp_path, "decode", "big.yoto", "-o", "out.png"), after=1.0)
     assert code == 130 and stderr == ["error: interrupted; no output written"], stderr
     assert list(tmp_path.iterdir()) == [source] and digest(source) == source_digest
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_while_the_command_starts(tmp_path):
+    """Ctrl-C while a coding command still imports torch is the same one-line message as later on."""
+    source = tmp_path / "small.png"
+    synthetic(64, 64).save(source)
+    code, stderr = interrupt(start_cli(tmp_path, "encode", "small.png", "-o", "out.yoto", ready="yotocodec.cli"), 0.2)
+    assert code == 130 and stderr == ["error: interrupted; no output written"], stderr
+    assert list(tmp_path.iterdir()) == [source]

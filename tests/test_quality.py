@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from yotocodec.atomic import atomic_write
+from yotocodec.config import ModelConfig
 from yotocodec.container import LAMBDA_CODE_MAX
 from yotocodec.errors import YotoError
-from yotocodec.model import ModelConfig
 from yotocodec.quality import LambdaRange, code_for_lambda, code_for_quality, lambda_of, quality_of
 
 RANGE = LambdaRange(0.0008, 2.0)

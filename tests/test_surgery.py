@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.config import ModelConfig
+from yotocodec.model import YotoHyperprior
 from yotocodec.training.surgery import linearise, starting_model, widen
 from yotocodec.weights import load_weights, save_weights
 

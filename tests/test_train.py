@@ -18,7 +18,8 @@ from conftest import synthetic
 
 import yotocodec
 from yotocodec.cli import main
-from yotocodec.model import ModelConfig, YotoHyperprior
+from yotocodec.config import ModelConfig
+from yotocodec.model import YotoHyperprior
 from yotocodec.training import loop
 from yotocodec.training.checkpoint import CHECKPOINT_NAME, LOG_NAME, export
 from yotocodec.training.loop import train

@@ -18,7 +18,7 @@ import click
 import torch
 from tqdm import tqdm
 
-from .codec import decode, encode, inspect
+from .codec import decode, encode
 from .errors import YotoError
 from .files import (
     STDIO,
@@ -31,6 +31,7 @@ from .files import (
     shown,
     writable_format,
 )
+from .inspection import inspect
 from .loading import load_model
 from .metadata import INFO_KEYS, without_exif
 from .ratecontrol import encode_to_bpp, encode_to_psnr, encode_to_size

@@ -11,16 +11,14 @@ import click
 from click.core import ParameterSource
 
 from . import registry
-from .batch import DecodeTask, EncodeTask, code_files
-from .codec import inspect
+from .config import ARCHITECTURES, FILM_SCALES, PRECISIONS, ModelConfig
 from .errors import YotoError
 from .files import error_message, writable_format
-from .model import FILM_SCALES, ModelConfig
+from .inspection import inspect
 from .quality import DEFAULT_QUALITY
-from .ratecontrol import parse_size
-from .training import loop, recipe
-from .training.checkpoint import CHECKPOINT_NAME
-from .training.checkpoint import export as export_weights
+
+# The coding, training and export commands import what they run (and torch with it) when they run: the help, `info`
+# and `models` answer without it.
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/train")
 DEFAULT_KODAK = Path("../shared/data/kodak")
@@ -54,6 +52,8 @@ class ByteSize(click.ParamType):
     def convert(self, value: str | int, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
+        from .ratecontrol import parse_size
+
         try:
             return parse_size(value)
         except YotoError as exc:
@@ -146,14 +146,15 @@ def encode_command(
 ) -> None:
     """Compress image files to .yoto files (INPUT - reads stdin)."""
 
-    try:  # options that cannot go together are a malformed command line
-        task = EncodeTask(
-            model_path, force, verbose, quality, lmbda, target_size, target_bpp, target_psnr, effort, strip_exif
-        )
-    except YotoError as exc:
-        raise click.UsageError(str(exc)) from None
-
     def action() -> None:
+        from .batch import EncodeTask, code_files  # torch: seconds, inside the Ctrl-C handling
+
+        try:  # options that cannot go together are a malformed command line
+            task = EncodeTask(
+                model_path, force, verbose, quality, lmbda, target_size, target_bpp, target_psnr, effort, strip_exif
+            )
+        except YotoError as exc:
+            raise click.UsageError(str(exc)) from None
         if code_files(task, inputs, output, ".yoto", jobs):
             sys.exit(1)
 
@@ -181,9 +182,11 @@ def decode_command(
     verbose: bool,
 ) -> None:
     """Decompress .yoto files to images (format from the output's extension or --format; INPUT - reads stdin)."""
-    task = DecodeTask(model_path, force, verbose, extension)
 
     def action() -> None:
+        from .batch import DecodeTask, code_files  # torch: seconds, inside the Ctrl-C handling
+
+        task = DecodeTask(model_path, force, verbose, extension)
         if code_files(task, inputs, output, extension or ".png", jobs):
             sys.exit(1)
 
@@ -243,7 +246,7 @@ def models_command(show_all: bool) -> None:
 def recipe_options(command: Callable) -> Callable:
     """The model and recipe options of `yotocodec train`, shared with the per-λ baselines benchmark."""
     options = [
-        click.option("--arch", type=click.Choice(["mean-scale", "scale"]), default=ModelConfig.arch,
+        click.option("--arch", type=click.Choice(ARCHITECTURES), default=ModelConfig.arch,
                      show_default=True),
         click.option("--N", "N", type=int, default=ModelConfig.N, show_default=True,
                      help="Channels of the transforms."),
@@ -266,7 +269,7 @@ def recipe_options(command: Callable) -> Callable:
                      "(straight-through)."),
         click.option("--compile/--no-compile", default=False, show_default=True,
                      help="Run training through torch.compile: faster steps after a minute or so of compiling."),
-        click.option("--precision", type=click.Choice(recipe.PRECISIONS), default="fp32", show_default=True,
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                      help="bf16: run the transforms in bfloat16 (mixed precision; the entropy models stay in "
                      "float32). Faster on GPUs and on CPUs with AMX or AVX512-BF16."),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -329,6 +332,9 @@ def recipe_options(command: Callable) -> Callable:
 )
 def train(**options: Any) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
+    from .training import loop, recipe
+    from .training.checkpoint import CHECKPOINT_NAME
+
     ctx = click.get_current_context()
     given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if options["val_dir"] is None and DEFAULT_KODAK.is_dir():
@@ -349,6 +355,8 @@ def train(**options: Any) -> None:
 @click.option("--ema", is_flag=True, help="Export the run's moving average of the weights (train --ema-decay).")
 def export(checkpoint: Path, output: Path, provisional: bool, ema: bool) -> None:
     """Write a shippable weights file (model only, float16 parameters) from a training checkpoint."""
+    from .training.checkpoint import export as export_weights
+
     try:
         model_id = export_weights(checkpoint, output, provisional, ema=ema)
     except ValueError as exc:

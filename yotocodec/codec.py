@@ -11,21 +11,20 @@ between thread counts by ~1e-15 at most; the analysis and synthesis transforms r
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from compressai.ops import compute_padding
 from PIL import Image
 
-from . import isolation, registry
+from . import isolation
 from .container import Header, Payload, read, write
 from .errors import YotoError
 from .loading import ModelLike, model_for_file, resolve
-from .metadata import Metadata, stored_metadata
+from .metadata import stored_metadata
 from .model import YotoHyperprior, precision
 from .pixels import split_image
-from .quality import LambdaRange, code_for_lambda, code_for_quality, lambda_of, quality_of
+from .quality import code_for_lambda, code_for_quality, lambda_of
 from .refine import refine_latent
 from .tiling import analysis, synthesis
 
@@ -132,37 +131,3 @@ def _inflate_alpha(data: bytes, width: int, height: int) -> np.ndarray:
     if len(plane) != expected or not inflater.eof:
         raise YotoError("corrupt: the alpha plane has the wrong size")
     return np.frombuffer(plane, np.uint8).reshape(height, width)
-
-
-@dataclass(frozen=True)
-class Info:
-    """What a ``.yoto`` file says about itself (λ only when the model that wrote it is at hand)."""
-
-    width: int
-    height: int
-    mode: str
-    quality: float
-    lmbda: float | None
-    model_id: str
-    num_bytes: int
-    metadata: Metadata
-
-    @property
-    def bpp(self) -> float:
-        return self.num_bytes * 8 / (self.width * self.height)
-
-
-def inspect(data: bytes, *, model: ModelLike = None) -> Info:
-    """Validate a ``.yoto`` file and describe it without decoding the image (nor loading a registered model)."""
-    header, payload = read(bytes(data))
-    metadata = stored_metadata(payload.icc_profile, payload.exif)
-    lmbda = None
-    if model is not None:  # a model given is loaded (a bad one is an error), and used if it wrote the file
-        net = resolve(model)
-        if net.model_id == header.model_id:
-            lmbda = lambda_from_code(net, header.lmbda_code)
-    entry = registry.find(header.model_id)
-    if lmbda is None and entry is not None:
-        lmbda = lambda_of(header.lmbda_code, LambdaRange(entry.lmbda_min, entry.lmbda_max))
-    quality = quality_of(header.lmbda_code)
-    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), metadata)

@@ -12,8 +12,8 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from .codec import decode, encode, inspect
 from .container import MAGIC
+from .inspection import inspect
 
 FORMAT = "YOTO"
 MIME = "image/x-yoto"
@@ -45,6 +45,8 @@ class YotoDecoder(ImageFile.PyDecoder):
     _pulls_fd = True
 
     def decode(self, buffer: Image.DecoderInput) -> tuple[int, int]:
+        from .codec import decode  # torch, only once pixels are wanted
+
         assert self.fd is not None
         image = decode(self.fd.read())
         self.set_as_raw(image.tobytes(), image.mode)
@@ -52,6 +54,8 @@ class YotoDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    from .codec import encode
+
     options = im.encoderinfo
     fp.write(encode(im, options.get("quality"), lmbda=options.get("lmbda"), model=options.get("model")))
 

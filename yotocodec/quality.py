@@ -2,7 +2,7 @@
 
 Quality 0–100 is the position of λ on the model's trained range in log scale (0: λ_min, 100: λ_max).  The header
 stores that position as a 16-bit code, and encoder and decoder both condition on the λ decoded from the code, so they
-agree bit for bit.  The network's own input (:meth:`~yotocodec.model.ModelConfig.normalise`) is the same position,
+agree bit for bit.  The network's own input (:meth:`~yotocodec.config.ModelConfig.normalise`) is the same position,
 stretched onto [-1, 1].
 """
 

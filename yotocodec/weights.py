@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_write
-from .model import ModelConfig, YotoHyperprior
+from .config import ModelConfig
+from .model import YotoHyperprior
 
 WEIGHTS_FORMAT = "yotocodec-weights"
 WEIGHTS_VERSION = 1

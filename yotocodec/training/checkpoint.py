@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write
-from ..model import ModelConfig, YotoHyperprior
+from ..config import ModelConfig
+from ..model import YotoHyperprior
 from ..weights import save_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"

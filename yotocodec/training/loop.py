@@ -26,8 +26,9 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..config import ModelConfig
 from ..metrics import bpp_from_likelihoods, mse_per_example
-from ..model import ModelConfig, YotoHyperprior
+from ..model import YotoHyperprior
 from ..weights import load_weights
 from .checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint
 from .data import PatchSampler, list_images, load_rgb

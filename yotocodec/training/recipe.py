@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model import ModelConfig
+from ..config import ModelConfig
 from ..weights import load_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass

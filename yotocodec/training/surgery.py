@@ -16,7 +16,8 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN
 from torch import Tensor, nn
 
-from ..model import FiLM, ModelConfig, YotoHyperprior
+from ..config import ModelConfig
+from ..model import FiLM, YotoHyperprior
 
 LATENT_OFF_SCALE = 1e-3  # a latent channel whose FiLM scale is below this is switched off (y stays at its mean)
 
