@@ -105,6 +105,21 @@ def _jpeg(key: str, label: str, subsampling: int, chroma: str) -> ClassicCodec:
     )
 
 
+def _avif(key: str, label: str, subsampling: str, speed: int, speed_note: str) -> ClassicCodec:
+    """AVIF through Pillow (libavif with libaom), one thread: its configurations differ in chroma and speed."""
+    return ClassicCodec(
+        key,
+        label,
+        "quality",
+        tuple(float(q) for q in range(0, 95, 5)),
+        (10, 30, 50, 70),
+        f"Pillow, aom encoder, chroma {subsampling}, {speed_note}, 1 thread",
+        lambda a, q: _pillow_encode(a, "AVIF", quality=round(q), subsampling=subsampling, speed=speed, max_threads=1),
+        _pillow_decode,
+        _avif_library,
+    )
+
+
 CODECS: dict[str, ClassicCodec] = {
     codec.key: codec
     for codec in (
@@ -121,28 +136,8 @@ CODECS: dict[str, ClassicCodec] = {
             _pillow_decode,
             lambda: f"Pillow {PIL.__version__}, libwebp {features.version('webp')}",
         ),
-        ClassicCodec(
-            "avif",
-            "AVIF",
-            "quality",
-            tuple(float(q) for q in range(0, 95, 5)),
-            (10, 30, 50, 70),
-            "Pillow, aom encoder, chroma 4:2:0, speed 6 (default), 1 thread",
-            lambda a, q: _pillow_encode(a, "AVIF", quality=round(q), subsampling="4:2:0", speed=6, max_threads=1),
-            _pillow_decode,
-            _avif_library,
-        ),
-        ClassicCodec(
-            "avif444",
-            "AVIF 4:4:4 speed 4",
-            "quality",
-            tuple(float(q) for q in range(0, 95, 5)),
-            (10, 30, 50, 70),
-            "Pillow, aom encoder, chroma 4:4:4, speed 4 (slower, about 10 % fewer bits than the default), 1 thread",
-            lambda a, q: _pillow_encode(a, "AVIF", quality=round(q), subsampling="4:4:4", speed=4, max_threads=1),
-            _pillow_decode,
-            _avif_library,
-        ),
+        _avif("avif", "AVIF", "4:2:0", 6, "speed 6 (default)"),
+        _avif("avif444", "AVIF 4:4:4 speed 4", "4:4:4", 4, "speed 4 (slower, about 10 % fewer bits than the default)"),
         ClassicCodec(
             "jpeg2000",
             "JPEG 2000",
