@@ -70,3 +70,16 @@ def bd_psnr(
 ) -> float:
     """Average quality gain of the test curve at equal rate, in the unit of ``dist`` (dB for PSNR)."""
     return _mean_gap(_log(rate_ref), dist_ref, _log(rate_test), dist_test)
+
+
+def quality_gaps(
+    rate_ref: Sequence[float], dist_ref: Sequence[float], rate_test: Sequence[float], dist_test: Sequence[float]
+) -> list[tuple[float, float]]:
+    """The test curve's quality minus the reference's at equal rate, at every measured rate of either curve inside the
+    rate range both cover, as ``(rate, gap)`` pairs in rate order (each curve interpolated as in :func:`bd_psnr`)."""
+    ref, test = _curve(_log(rate_ref), dist_ref), _curve(_log(rate_test), dist_test)
+    if ref is None or test is None:
+        return []
+    lo, hi = max(ref.x[0], test.x[0]), min(ref.x[-1], test.x[-1])
+    rates = np.unique(np.concatenate([ref.x, test.x]))
+    return [(float(np.exp(x)), float(test(x) - ref(x))) for x in rates[(rates >= lo) & (rates <= hi)]]

@@ -570,3 +570,44 @@ def test_rd_run_writes_the_readme_table_and_checks_the_markers_first(quick, tmp_
     assert f"| BD-rate of `{codecs['model']['model_id']}` against | {labels} |" in rows
     assert "| quality | 0 | 33.3333 | 66.6667 | 100 |" in rows
     assert sum(row.startswith("| bits for the same PSNR | ") and row.endswith(" % |") for row in rows) == 1
+
+
+def _rd_json(path: Path, model_id: str, psnr_shift: list[float], fingerprint: str = "abc") -> Path:
+    """An rd.json holding one single-model curve: the reference's points, PSNR moved per point by ``psnr_shift``."""
+    bpps, psnrs = [0.1, 0.2, 0.4, 0.8, 1.6], [26.0, 29.0, 32.0, 34.5, 36.0]
+    mean = [
+        {"setting": 25.0 * i, "bpp": b, "psnr": p + s, "ms_ssim_db": p / 2 + s, "ssimulacra2": 2 * p + s}
+        for i, (b, p, s) in enumerate(zip(bpps, psnrs, psnr_shift, strict=True))
+    ]
+    path.write_text(
+        json.dumps({"dataset": {"fingerprint": fingerprint}, "codecs": {"model": {"model_id": model_id, "mean": mean}}})
+    )
+    return path
+
+
+def test_ship_bar_passes_a_better_curve_and_fails_one_point_too_low(tmp_path):
+    from benchmarks import shipbar
+
+    reference = _rd_json(tmp_path / "ref.json", "old", [0] * 5)
+    better = _rd_json(tmp_path / "better.json", "new", [0.05, 0.3, 0.3, 0.3, 0.3])
+    dipped = _rd_json(tmp_path / "dipped.json", "new", [0.3, -0.15, 0.3, 0.3, 0.3])
+    runner = CliRunner()
+    passed = runner.invoke(shipbar.main, [str(better), "--reference", str(reference)])
+    assert passed.exit_code == 0 and "Worst gap +0.050 dB at 0.100 bpp: PASSES" in passed.output
+    assert "BD-rate, PSNR: -" in passed.output
+    failed = runner.invoke(shipbar.main, [str(dipped), "--reference", str(reference)])
+    assert "Worst gap -0.150 dB at 0.200 bpp: FAILS" in failed.output
+    other_set = _rd_json(tmp_path / "other.json", "new", [0.3] * 5, fingerprint="xyz")
+    refused = runner.invoke(shipbar.main, [str(other_set), "--reference", str(reference)])
+    assert refused.exit_code == 1 and "different image sets" in refused.output
+
+
+def test_quality_gaps_are_read_at_both_curves_points_inside_the_shared_range():
+    from benchmarks.bd import quality_gaps
+
+    rates, psnrs = [0.1, 0.2, 0.4, 0.8], [26.0, 29.0, 32.0, 34.0]
+    gaps = quality_gaps(rates, psnrs, [r * 1.5 for r in rates], [p + 0.5 for p in psnrs])
+    assert [round(rate, 3) for rate, _ in gaps] == [0.15, 0.2, 0.3, 0.4, 0.6, 0.8]  # 0.1 and 1.2: one curve only
+    assert all(gap < 0.5 for _, gap in gaps)  # the same quality costs 1.5x the rate: less than +0.5 dB at equal rate
+    same_rates = quality_gaps(rates, psnrs, rates, [p - 0.2 for p in psnrs])
+    assert [gap for _, gap in same_rates] == pytest.approx([-0.2] * 4)
