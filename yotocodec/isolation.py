@@ -37,7 +37,7 @@ class DecoderProcess:
 
     def __init__(self) -> None:
         self.owner = os.getpid()  # a forked child of the caller must not talk through the caller's pipes
-        self.lock = threading.Lock()  # one request and its answer at a time
+        self.lock = threading.Lock()  # one request and its answer, or one stream (see stream), at a time
         args = [sys.executable, "-I", "-S", str(SERVER), ans.__file__]
         try:
             self.process = subprocess.Popen(
