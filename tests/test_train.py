@@ -124,6 +124,22 @@ def test_a_checkpoint_with_contiguous_adam_moments_resumes_exactly(image_dir, tm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_conditioning_can_learn_at_its_own_rate_and_such_a_run_resumes(image_dir, tmp_path):
+    cfg = tiny_config(image_dir, tmp_path / "run", steps=3, film_lr_factor=0.1, model=replace(TINY, film="linear"))
+    train(cfg, progress=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["config"]["film_lr_factor"] == 0.1
+    main_group, conditioning = ckpt["optimizer"]["param_groups"]
+    model = YotoHyperprior(cfg.model)
+    names = [n for n, _ in model.named_parameters() if not n.endswith(".quantiles")]
+    expected = [n for n in names if n.startswith("cond.") or ".head." in n]  # the λ embedding and FiLM heads
+    assert len(conditioning["params"]) == len(expected) > 0
+    assert len(main_group["params"]) == len(names) - len(expected)
+    assert conditioning["lr"] == pytest.approx(0.1 * main_group["lr"])  # the same schedule, scaled
+    cfg.steps = 5
+    assert train(cfg, progress=False)[1]["step"] == 5
+
+
 def test_resume_refuses_a_different_model(image_dir, tmp_path):
     train(tiny_config(image_dir, tmp_path, steps=1), progress=False)
     with pytest.raises(ValueError, match="another model"):

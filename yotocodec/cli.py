@@ -261,6 +261,9 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--lambda-weighting", type=float, default=0.5, show_default=True,
                      help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out."),
+        click.option("--film-lr-factor", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+                     help="Learning rate of the conditioning (λ embedding and FiLM heads) as a factor of --lr; "
+                     "below 1 for --film linear, whose small scales a full-rate Adam step overshoots."),
         click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
                      help="Also keep a moving average of the weights (e.g. 0.999; 0: off), validated alongside; "
                      "`export --ema`."),

@@ -32,6 +32,7 @@ class TrainConfig:
     decay_fraction: float = 0.2
     clip_norm: float = 1.0
     lambda_weighting: float = 0.5  # p in the per-example weight (λ_ref/λ)^p; see loss_weights
+    film_lr_factor: float = 1.0  # the conditioning's (λ embedding, FiLM heads) learning rate, as a factor of lr
     seed: int = 0
     checkpoint_minutes: float = 5.0
     log_every: int = 50
