@@ -136,8 +136,15 @@ def test_the_conditioning_can_learn_at_its_own_rate_and_such_a_run_resumes(image
     assert len(conditioning["params"]) == len(expected) > 0
     assert len(main_group["params"]) == len(names) - len(expected)
     assert conditioning["lr"] == pytest.approx(0.1 * main_group["lr"])  # the same schedule, scaled
+    for group in ckpt["optimizer"]["param_groups"]:  # as written before the groups carried their factor
+        del group["lr_factor"]
+    torch.save(ckpt, tmp_path / "run" / CHECKPOINT_NAME)
     cfg.steps = 5
     assert train(cfg, progress=False)[1]["step"] == 5
+    main_group, conditioning = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["optimizer"][
+        "param_groups"
+    ]
+    assert conditioning["lr"] == pytest.approx(0.1 * main_group["lr"])  # the run's factor, not the saved groups'
 
 
 def test_resume_refuses_a_different_model(image_dir, tmp_path):
