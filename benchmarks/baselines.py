@@ -51,15 +51,17 @@ def baseline_lambdas(lmbda_min: float, lmbda_max: float, count: int) -> list[flo
 
 
 def plan(
-    base: TrainConfig, runs: Path, lambdas: list[float], single_steps: int | None = None
+    base: TrainConfig, runs: Path, lambdas: list[float], single_steps: int | None = None, single: bool = True
 ) -> dict[str, TrainConfig]:
     """Run configurations keyed by output name: the single model and one fixed-λ model per λ, otherwise identical.
 
     A single model with its own number of steps gets its own run (``single-N``): a finished run extended to more
     steps would not be the same as one planned for them, whose learning-rate decay comes at the end.
     """
-    name = "single" if single_steps in (None, base.steps) else f"single-{single_steps}"
-    configs = {name: replace(base, run_dir=str(runs / name), steps=single_steps or base.steps)}
+    configs = {}
+    if single:
+        name = "single" if single_steps in (None, base.steps) else f"single-{single_steps}"
+        configs[name] = replace(base, run_dir=str(runs / name), steps=single_steps or base.steps)
     for lmbda in lambdas:
         # A fine-tune keeps the starting model's λ range (its conditioning input); a fresh model is trained on λ alone.
         model = base.model if base.init_from else replace(base.model, lmbda_min=lmbda, lmbda_max=lmbda)
@@ -104,6 +106,9 @@ def train_and_export(name: str, cfg: TrainConfig, minutes_left: float, out: Path
 @click.option("--steps", type=click.IntRange(min=1), required=True, help="Training steps of every model.")
 @click.option("--single-steps", type=click.IntRange(min=1), default=None,
               help="Training steps of the single model (default: --steps).")  # fmt: skip
+@click.option("--single/--no-single", default=True, show_default=True,
+              help="Also train the single model; --no-single when it is trained elsewhere (a staged recipe's own "
+              "variable-rate stage from the same --init-from model).")  # fmt: skip
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--count", type=click.IntRange(min=2), default=5, show_default=True, help="Number of per-λ models.")
 @click.option("--init-from", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -112,8 +117,8 @@ def train_and_export(name: str, cfg: TrainConfig, minutes_left: float, out: Path
 @recipe_options
 @click.option("--max-minutes", type=float, default=None, help="Stop (checkpoints written) after this long in all.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
-def main(runs: Path, steps: int, single_steps: int | None, count: int, max_minutes: float | None, out: Path,
-         **recipe: Any) -> None:  # fmt: skip
+def main(runs: Path, steps: int, single_steps: int | None, single: bool, count: int, max_minutes: float | None,
+         out: Path, **recipe: Any) -> None:  # fmt: skip
     """Train and export the per-λ baselines and a single model with exactly their budget."""
     ctx = click.get_current_context()
     given = {name for name in recipe if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
@@ -122,7 +127,7 @@ def main(runs: Path, steps: int, single_steps: int | None, count: int, max_minut
     out.mkdir(parents=True, exist_ok=True)
     busy = []
     lambdas = baseline_lambdas(base.model.lmbda_min, base.model.lmbda_max, count)
-    for name, cfg in plan(base, runs, lambdas, single_steps).items():
+    for name, cfg in plan(base, runs, lambdas, single_steps, single).items():
         left = (deadline - time.monotonic()) / 60
         if left <= 0:
             click.echo(f"time is up before {name}: run the same command again to continue", err=True)

@@ -382,6 +382,10 @@ def test_staged_baselines_fine_tune_one_starting_model_at_each_lambda_and_export
     saved = torch.load(tmp_path / "runs" / "lambda-0.1" / "checkpoint.pt", weights_only=False)
     assert saved["config"]["init_from"] == str(tmp_path / "stage1.pt")
     assert saved["config"]["decoder_quantizer"] == "ste"
+    others = CliRunner().invoke(baselines_main, [*args, "--runs", str(tmp_path / "runs2"), "--out",
+                                                 str(tmp_path / "out2"), "--no-single"])  # fmt: skip
+    assert others.exit_code == 0, others.output  # the single model trained elsewhere: only the per-λ ones here
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["lambda-0.001.pt", "lambda-0.1.pt"]
 
 
 def test_a_second_baselines_invocation_skips_the_run_another_one_holds(tmp_path):
