@@ -31,7 +31,7 @@ from yotocodec.training.recipe import (
     rate_gradient,
     sample_lambdas,
 )
-from yotocodec.training.surgery import latent_scales, revive_latent_channels, set_lambda_range
+from yotocodec.training.surgery import latent_scales, revive_latent_channels, set_lambda_range, widen
 from yotocodec.weights import save_weights
 
 TINY = ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)
@@ -583,3 +583,45 @@ def test_a_run_from_an_exp_film_model_can_train_it_with_linear_scales(image_dir,
     ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
     assert ckpt["config"]["model"]["film"] == "linear"
     assert yotocodec.load_model(weights).config.film == "exp"
+
+
+def test_a_widened_run_with_frozen_inherited_weights_trains_only_the_new_channels(image_dir, tmp_path):
+    weights = tmp_path / "start.pt"
+    start = switched_off_model([1])
+    save_weights(start, weights)
+    wide_config = replace(TINY, N=24, M=20)
+    cfg = tiny_config(image_dir, tmp_path / "run", init_from=str(weights), model=wide_config, freeze_inherited=True,
+                      revive_steps=4, ema_decay=0.9, steps=4)  # fmt: skip
+    before, _ = widen(start, 24, 20)
+    model, _ = train(cfg, progress=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["revived"].nonzero()[:, 0].tolist() == list(range(16, 20))  # the inherited channel 1 stays off
+    trained, start_values = dict(model.named_parameters()), dict(before.named_parameters())
+    moved = 0
+    for name, keep in ckpt["frozen"].items():
+        if name.endswith(".quantiles"):  # the entropy bottleneck's own auxiliary fit is not frozen
+            continue
+        assert torch.equal(trained[name][keep], start_values[name][keep]), name
+        moved += int((trained[name][~keep] != start_values[name][~keep]).sum())
+    assert moved > 0
+    assert not ckpt["frozen"]["cond.0.weight"].logical_not().any()  # the λ embedding is all inherited
+    train(config_from_checkpoint(tmp_path / "run" / CHECKPOINT_NAME, steps=6), progress=False)
+    resumed = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    for name, keep in ckpt["frozen"].items():
+        if not name.endswith(".quantiles"):
+            assert torch.equal(resumed["model"][name][keep], start_values[name][keep]), name
+
+
+def test_freeze_inherited_needs_a_wider_model_from_a_starting_one(image_dir, tmp_path):
+    weights = tmp_path / "start.pt"
+    save_weights(switched_off_model([1]), weights)
+    common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--steps", "1"]
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "a"), "--freeze-inherited", *common])
+    assert run.exit_code == 2 and "needs --init-from" in run.output
+    run = CliRunner().invoke(
+        main, ["train", "--run-dir", str(tmp_path / "b"), "--freeze-inherited", "--init-from", str(weights), *common]
+    )
+    assert run.exit_code == 1 and "larger --N/--M" in run.output
+    assert CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "c"), *common]).exit_code == 0
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "c"), "--resume", "--freeze-inherited"])
+    assert run.exit_code == 2 and "a resumed run keeps its own" in run.output

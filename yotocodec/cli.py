@@ -333,6 +333,12 @@ def recipe_options(command: Callable) -> Callable:
     "--N/--M, the new ones), sparing them the rate for the first half of STEPS and phasing it in over the second "
     "(0: off).",
 )
+@click.option(
+    "--freeze-inherited",
+    is_flag=True,
+    help="With --init-from and a larger --N/--M: train only the weights of the new channels, so the starting model "
+    "stays inside the wider one unchanged (the new channels can only add to it).",
+)
 def train(**options: Any) -> None:
     """Train a λ-conditioned model (or, with --fixed-lambda, a per-λ baseline)."""
     from .training import loop, recipe

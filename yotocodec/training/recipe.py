@@ -46,6 +46,7 @@ class TrainConfig:
     compile: bool = False  # run the training forward and backward through torch.compile (see train)
     precision: str = "fp32"  # one of PRECISIONS; "bf16": the transforms run under bfloat16 autocast (see train)
     revive_steps: int = 0  # > 0 with init_from: reopen switched-off latent channels (see rate_gradient)
+    freeze_inherited: bool = False  # with init_from widened: train only the new channels (surgery.inherited_entries)
 
     def lambda_range(self) -> tuple[float, float]:
         if self.fixed_lambda is not None:
@@ -137,8 +138,9 @@ def _resumed(options: dict[str, Any], given: set[str]) -> TrainConfig:
     checkpoint = run_dir / CHECKPOINT_NAME
     if not checkpoint.exists():
         raise ValueError(f"{checkpoint}: no checkpoint to resume")
-    if "revive_steps" in given:
-        raise ConflictingOptionsError("--revive-channels starts a run from --init-from; a resumed run keeps its own")
+    for name, flag in (("revive_steps", "--revive-channels"), ("freeze_inherited", "--freeze-inherited")):
+        if name in given:
+            raise ConflictingOptionsError(f"{flag} starts a run from --init-from; a resumed run keeps its own")
     changed = {name: options[name] for name in RESUMABLE if name in given}
     cfg = config_from_checkpoint(checkpoint, run_dir=str(run_dir), max_minutes=options["max_minutes"], **changed)
     new_range = {MODEL_OPTIONS[name]: options[name] for name in ("lambda_min", "lambda_max") if name in given}
@@ -153,6 +155,8 @@ def _new_run(options: dict[str, Any], given: set[str]) -> TrainConfig:
         raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
     if options["revive_steps"] and not options["init_from"]:
         raise ConflictingOptionsError("--revive-channels needs --init-from: a trained model whose channels are off")
+    if options["freeze_inherited"] and not options["init_from"]:
+        raise ConflictingOptionsError("--freeze-inherited needs --init-from: the model whose channels it keeps")
     settings = {f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}
     for name in ("data", "run_dir", "val_dir", "init_from"):
         settings[name] = None if options[name] is None else str(options[name])

@@ -131,12 +131,34 @@ def widen(model: YotoHyperprior, N: int, M: int, seed: int = 0) -> tuple[YotoHyp
         raise ValueError(f"cannot narrow a model: ({old.N}, {old.M}) to ({N}, {M})")
     torch.manual_seed(seed)
     wide = YotoHyperprior(replace(old, N=N, M=M))
-    modules = dict(model.named_modules())
-    for name, new in wide.named_modules():
-        _copy_module(modules[name], new, split=2 if name == _last_hyper_synthesis(wide) else 1)
+    _copy_into(model, wide)
     new_channels = torch.zeros(M, dtype=torch.bool)
     new_channels[old.M :] = True
     return wide.train(), new_channels
+
+
+@torch.no_grad()
+def inherited_entries(model: YotoHyperprior, config: ModelConfig) -> dict[str, Tensor]:
+    """For each parameter of ``model`` widened to ``config``, the mask of the entries :func:`widen` copies from it.
+
+    Training only the other entries (``train --freeze-inherited``) keeps the starting model inside the wider one:
+    whatever the new channels learn, they can only add to it, and where they stay closed the wider model computes
+    exactly the starting model's images.
+    """
+    marks = YotoHyperprior(model.config)
+    for p in marks.parameters():
+        p.fill_(1.0)
+    wide = YotoHyperprior(config)
+    for p in wide.parameters():
+        p.zero_()
+    _copy_into(marks, wide)
+    return {name: p == 1.0 for name, p in wide.named_parameters()}
+
+
+def _copy_into(model: YotoHyperprior, wide: YotoHyperprior) -> None:
+    modules = dict(model.named_modules())
+    for name, new in wide.named_modules():
+        _copy_module(modules[name], new, split=2 if name == _last_hyper_synthesis(wide) else 1)
 
 
 def _last_hyper_synthesis(model: YotoHyperprior) -> str:
