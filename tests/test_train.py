@@ -21,7 +21,7 @@ from yotocodec.cli import main
 from yotocodec.config import ModelConfig
 from yotocodec.model import YotoHyperprior
 from yotocodec.training import loop
-from yotocodec.training.checkpoint import CHECKPOINT_NAME, LOG_NAME, export
+from yotocodec.training.checkpoint import CHECKPOINT_NAME, LOG_NAME, export, model_from_checkpoint
 from yotocodec.training.loop import train
 from yotocodec.training.recipe import (
     TrainConfig,
@@ -105,6 +105,18 @@ def test_train_resume_and_export(image_dir, tmp_path):
     assert weights.stat().st_size < 2e6  # model only: no optimiser state
     decoded = yotocodec.decode(yotocodec.encode(synthetic(70, 50), 50, model=model), model=model)
     assert decoded.size == (70, 50)
+
+
+def test_export_fits_the_quantiles_of_z_to_its_density(image_dir, tmp_path):
+    """Training leaves the quantiles near their initial ±10; the exported model's are fitted to its density."""
+    train(tiny_config(image_dir, tmp_path, steps=2), progress=False)
+    trained, _ = model_from_checkpoint(tmp_path / CHECKPOINT_NAME)
+    before = trained.aux_loss().item()
+    export(tmp_path / CHECKPOINT_NAME, tmp_path / "tiny.pt")
+    stored = torch.load(tmp_path / "tiny.pt", weights_only=True)["state_dict"]
+    trained.entropy_bottleneck.quantiles.data = stored["entropy_bottleneck.quantiles"].float()
+    after = trained.aux_loss().item()
+    assert after < before / 20
 
 
 def test_a_checkpoint_with_contiguous_adam_moments_resumes_exactly(image_dir, tmp_path):
