@@ -251,6 +251,23 @@ def test_seed_fixes_the_initial_weights(image_dir, tmp_path):
     )
 
 
+def test_the_callers_signal_handlers_come_back_when_training_returns(image_dir, tmp_path):
+    """train() is a library call: its SIGINT/SIGTERM handling must not outlive the run (a later SIGTERM to the
+    caller, e.g. a test runner, would otherwise surface as a KeyboardInterrupt in unrelated code)."""
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    before = {signum: signal.signal(signum, mine) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        train(tiny_config(image_dir, tmp_path / "run", steps=1, val_dir=None), progress=False)
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_a_copied_run_resumes_in_its_new_place_with_a_new_learning_rate(image_dir, tmp_path):
     import shutil
 

@@ -16,6 +16,8 @@ import random
 import signal
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,25 +101,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
         if is_main:
             save_checkpoint(run.state(), run_dir / CHECKPOINT_NAME)
 
-    _stop_cleanly_on_signals()
     log = Log(run_dir / LOG_NAME if is_main else None, run.step, cfg, progress and is_main)
     if new_run and run.revived is not None:
         log.write({"step": 0, "revived_channels": run.revived.nonzero()[:, 0].tolist()})
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     last_checkpoint = time.monotonic()
     run.model.train()
-    try:
-        while run.step < cfg.steps and time.monotonic() < deadline:
-            x = sampler.sample(cfg.batch_size, run.rng).to(device, memory_format=torch.channels_last)
-            log.add(train_step(run, net, x, world), run)
-            if val_images and run.step % cfg.val_every == 0:
-                log.validation(run, val_images, device)
-            if time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
-                checkpoint()
-                last_checkpoint = time.monotonic()
-    finally:  # also on Ctrl-C: keep everything up to the last completed step
-        checkpoint()
-        log.close()
+    with _stop_cleanly_on_signals():
+        try:
+            while run.step < cfg.steps and time.monotonic() < deadline:
+                x = sampler.sample(cfg.batch_size, run.rng).to(device, memory_format=torch.channels_last)
+                log.add(train_step(run, net, x, world), run)
+                if val_images and run.step % cfg.val_every == 0:
+                    log.validation(run, val_images, device)
+                if time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+        finally:  # also on Ctrl-C: keep everything up to the last completed step
+            checkpoint()
+            log.close()
     return run.model, log.record | {"step": run.step}
 
 
@@ -395,14 +397,20 @@ def _average_into(ema: YotoHyperprior, model: YotoHyperprior, decay: float) -> N
         average.lerp_(current, 1 - decay)
 
 
-def _stop_cleanly_on_signals() -> None:
+@contextmanager
+def _stop_cleanly_on_signals() -> Iterator[None]:
     """Ctrl-C, ``kill -INT`` and ``kill -TERM`` all end the run through the final checkpoint.
 
-    A job started with ``&`` from a non-interactive shell inherits SIGINT as *ignored*, so it is restored here.
+    A job started with ``&`` from a non-interactive shell inherits SIGINT as *ignored*, so it is restored here; the
+    caller's own handlers come back when the run ends, so a later signal is not mistaken for one meant for training.
     """
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
