@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -76,6 +77,23 @@ def _libraries() -> dict[str, str]:
     return libraries
 
 
+def _source_commit() -> str:
+    """The commit of the code that ran, "+dirty" with uncommitted changes outside the results, "n/a" outside git.
+
+    The package version alone can mislead: an editable install keeps the version it was installed with.
+    """
+    git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10)
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  f":!{DEFAULT_OUT}"], capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+    if head.returncode or changed.returncode:
+        return "n/a"
+    return head.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
+
+
 def environment(module: str, threads: int) -> dict:
     """What produced the numbers: versions, machine, date and the command, stored with every benchmark's results.
 
@@ -85,6 +103,7 @@ def environment(module: str, threads: int) -> dict:
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": f"python -m {module} " + shlex.join(sys.argv[1:]),
+        "commit": _source_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),

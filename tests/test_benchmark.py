@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def test_quick_run_writes_consistent_outputs(quick):
     assert {"jpeg420", "webp"} <= set(results["codecs"])
     assert len(results["dataset"]["images"]) == 3
     assert results["meta"]["libraries"]["pillow"]
+    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?|n/a", results["meta"]["commit"])  # the code that ran
     for key, entry in results["codecs"].items():
         assert set(entry["per_image"]) == {"astronaut.png", "chelsea.png", "coffee.png"}
         means = _means(results, key)
