@@ -107,7 +107,8 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
         "# Rate–distortion benchmark",
         "",
         f"Images: {len(dataset['images'])} from {dataset['source']} (fingerprint {dataset['fingerprint'][:12]}). "
-        f"Last run {meta['date']} on {meta['cpu']} with `{meta['command']}`; full metadata in `rd.json`.",
+        f"Last run {meta['date']} on {meta['cpu']} with `{meta['command']}` (code at commit "
+        f"{meta.get('commit', 'n/a')}); full metadata in `rd.json`.",
         "",
         "## Bjøntegaard deltas (BD-rate < 0 or BD-PSNR > 0: better than the reference)",
         "",

@@ -158,6 +158,7 @@ def test_quick_run_writes_consistent_outputs(quick):
     assert len(results["dataset"]["images"]) == 3
     assert results["meta"]["libraries"]["pillow"]
     assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?|n/a", results["meta"]["commit"])  # the code that ran
+    assert f"commit {results['meta']['commit']})" in (out / "summary.md").read_text()
     for key, entry in results["codecs"].items():
         assert set(entry["per_image"]) == {"astronaut.png", "chelsea.png", "coffee.png"}
         means = _means(results, key)
