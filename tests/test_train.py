@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import socket
 import warnings
 from dataclasses import replace
@@ -31,7 +33,14 @@ from yotocodec.training.recipe import (
     rate_gradient,
     sample_lambdas,
 )
-from yotocodec.training.surgery import latent_scales, revive_latent_channels, set_lambda_range, widen
+from yotocodec.training.surgery import (
+    LATENT_OFF_SCALE,
+    latent_scales,
+    revive_latent_channels,
+    revive_partly_closed_channels,
+    set_lambda_range,
+    widen,
+)
 from yotocodec.weights import save_weights
 
 TINY = ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)
@@ -539,6 +548,32 @@ def test_revival_reopens_only_the_switched_off_channels_at_the_live_median_scale
         assert torch.equal(after[:, ~off], before[name][:, ~off])
 
 
+def partly_closed_model() -> YotoHyperprior:
+    """:func:`switched_off_model` with channel 2 off at every λ, channel 7 open (e⁻¹) at λ_min and off at λ_max."""
+    model = switched_off_model([2])
+    with torch.no_grad():
+        emb = model.embed(torch.exp(torch.linspace(math.log(TINY.lmbda_min), math.log(TINY.lmbda_max), 33)))
+        target = torch.linspace(-1, -12, 33)[:, None].double()
+        fit = torch.linalg.lstsq(torch.cat([emb, torch.ones(33, 1)], dim=1).double(), target).solution
+        model.g_a[-1].head.weight[7], model.g_a[-1].head.bias[7] = fit[:-1, 0].float(), fit[-1, 0].float()
+    return model
+
+
+def test_partly_closed_channels_are_reopened_where_they_are_off_and_the_open_ones_are_untouched():
+    model = partly_closed_model()
+    lmbdas = torch.exp(torch.linspace(math.log(TINY.lmbda_min), math.log(TINY.lmbda_max), 33))
+    assert (latent_scales(model, lmbdas)[:, 7] < LATENT_OFF_SCALE).any()
+    films = (model.g_a[-1], model.g_s[0])
+    before = [(film.head.weight.clone(), film.head.bias.clone()) for film in films]
+    assert revive_latent_channels(copy.deepcopy(model)).nonzero()[:, 0].tolist() == [2]  # only the one off everywhere
+    revived = revive_partly_closed_channels(model)
+    assert revived.nonzero()[:, 0].tolist() == [2, 7]
+    assert not (latent_scales(model, lmbdas) < LATENT_OFF_SCALE).any()
+    kept = torch.cat([~revived, torch.ones_like(revived)])  # the other channels' scale rows and every shift row
+    for film, (weight, bias) in zip(films, before, strict=True):
+        assert torch.equal(film.head.weight[kept], weight[kept]) and torch.equal(film.head.bias[kept], bias[kept])
+
+
 def test_rate_gradient_scales_only_the_rates_own_gradient_into_the_latent():
     torch.manual_seed(0)
     model = YotoHyperprior(TINY).train()
@@ -593,6 +628,16 @@ def test_a_run_from_a_model_with_switched_off_channels_revives_and_phases_in_the
     assert torch.equal(torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["revived"], ckpt["revived"])
 
 
+def test_a_run_with_revive_partly_closed_gives_the_rate_holiday_to_the_partly_closed_channels(image_dir, tmp_path):
+    weights = tmp_path / "start.pt"
+    save_weights(partly_closed_model(), weights)
+    cfg = tiny_config(image_dir, tmp_path / "run", init_from=str(weights), revive_steps=4, revive_partly_closed=True,
+                      steps=1)  # fmt: skip
+    train(cfg, progress=False)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["revived"].nonzero()[:, 0].tolist() == [2, 7]
+
+
 def test_revive_channels_is_refused_without_a_starting_model_and_on_resume(image_dir, tmp_path):
     common = ["--data", str(image_dir), "--batch-size", "2", "--patch-size", "64", "--N", "16", "--M", "16"]
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--revive-channels", "100", *common])
@@ -600,6 +645,13 @@ def test_revive_channels_is_refused_without_a_starting_model_and_on_resume(image
     assert CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--steps", "1", *common]).exit_code == 0
     run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--revive-channels", "100"])
     assert run.exit_code == 2 and "a resumed run keeps its own" in run.output
+    run = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path), "--resume", "--revive-partly-closed"])
+    assert run.exit_code == 2 and "a resumed run keeps its own" in run.output
+    weights = tmp_path / "start.pt"
+    save_weights(switched_off_model([1]), weights)
+    args = ["train", "--run-dir", str(tmp_path / "new"), "--init-from", str(weights), "--revive-partly-closed"]
+    run = CliRunner().invoke(main, [*args, *common])
+    assert run.exit_code == 2 and "give both" in run.output
 
 
 def test_a_run_from_an_exp_film_model_can_train_it_with_linear_scales(image_dir, tmp_path):

@@ -334,6 +334,12 @@ def recipe_options(command: Callable) -> Callable:
     "(0: off).",
 )
 @click.option(
+    "--revive-partly-closed",
+    is_flag=True,
+    help="With --revive-channels: also reopen the latent channels switched off at some λ only (a trained model "
+    "also closes channels from the top of its range), raising their scale where it is low and keeping it elsewhere.",
+)
+@click.option(
     "--freeze-inherited",
     is_flag=True,
     help="With --init-from and a larger --N/--M: train only the weights of the new channels, so the starting model "

@@ -36,7 +36,14 @@ from .checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpo
 from .data import PatchSampler, list_images, load_rgb
 from .evaluate import validate
 from .recipe import TrainConfig, bf16_is_native, learning_rate, loss_weights, rate_gradient, sample_lambdas
-from .surgery import inherited_entries, revive_latent_channels, same_network, set_lambda_range, starting_model
+from .surgery import (
+    inherited_entries,
+    revive_latent_channels,
+    revive_partly_closed_channels,
+    same_network,
+    set_lambda_range,
+    starting_model,
+)
 
 
 @dataclass
@@ -160,7 +167,8 @@ def _new_model(cfg: TrainConfig) -> tuple[YotoHyperprior, Tensor | None, dict[st
         # the quantiles train on their own auxiliary loss (_aux_step), whatever the channel
         frozen = {n: m for n, m in inherited_entries(init, cfg.model).items() if not n.endswith(".quantiles")}
     # Reviving the inherited channels would change the frozen part: with it frozen only the new ones get the holiday.
-    revived = (added if frozen is not None else revive_latent_channels(model) | added) if cfg.revive_steps else None
+    revive = revive_partly_closed_channels if cfg.revive_partly_closed else revive_latent_channels
+    revived = (added if frozen is not None else revive(model) | added) if cfg.revive_steps else None
     return model, revived, frozen, before
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     compile: bool = False  # run the training forward and backward through torch.compile (see train)
     precision: str = "fp32"  # one of PRECISIONS; "bf16": the transforms run under bfloat16 autocast (see train)
     revive_steps: int = 0  # > 0 with init_from: reopen switched-off latent channels (see rate_gradient)
+    revive_partly_closed: bool = False  # with revive_steps: also those off at some λ only (surgery)
     freeze_inherited: bool = False  # with init_from widened: train only the new channels (surgery.inherited_entries)
 
     def lambda_range(self) -> tuple[float, float]:
@@ -138,7 +139,11 @@ def _resumed(options: dict[str, Any], given: set[str]) -> TrainConfig:
     checkpoint = run_dir / CHECKPOINT_NAME
     if not checkpoint.exists():
         raise ValueError(f"{checkpoint}: no checkpoint to resume")
-    for name, flag in (("revive_steps", "--revive-channels"), ("freeze_inherited", "--freeze-inherited")):
+    for name, flag in (
+        ("revive_steps", "--revive-channels"),
+        ("revive_partly_closed", "--revive-partly-closed"),
+        ("freeze_inherited", "--freeze-inherited"),
+    ):
         if name in given:
             raise ConflictingOptionsError(f"{flag} starts a run from --init-from; a resumed run keeps its own")
     changed = {name: options[name] for name in RESUMABLE if name in given}
@@ -155,6 +160,8 @@ def _new_run(options: dict[str, Any], given: set[str]) -> TrainConfig:
         raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or pick another --run-dir")
     if options["revive_steps"] and not options["init_from"]:
         raise ConflictingOptionsError("--revive-channels needs --init-from: a trained model whose channels are off")
+    if options["revive_partly_closed"] and not options["revive_steps"]:
+        raise ConflictingOptionsError("--revive-partly-closed widens what --revive-channels STEPS reopens: give both")
     if options["freeze_inherited"] and not options["init_from"]:
         raise ConflictingOptionsError("--freeze-inherited needs --init-from: the model whose channels it keeps")
     settings = {f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}

@@ -72,6 +72,38 @@ def revive_latent_channels(model: YotoHyperprior) -> Tensor:
 
 
 @torch.no_grad()
+def revive_partly_closed_channels(model: YotoHyperprior, points: int = 65) -> Tensor:
+    """Reopen the latent channels that g_a's last FiLM switches off at some λ, only where they are low; returns
+    their mask ``(M,)``.
+
+    A model trained on, in this project's runs, closes channels from the top of the range as well (the wide model:
+    18 channels off at every λ, 83 at λ_max), which :func:`revive_latent_channels` leaves shut.  Here each such
+    channel's g_a scale is raised to the live channels' median at the middle λ wherever it is below it, and its g_s
+    scale is raised likewise where g_a had it switched off; elsewhere both stay.  Each head row is the
+    least-squares fit of that target over ``points`` values of λ (as :func:`linearise` fits), which smooths the step
+    in g_s's target.  Training must spare them the rate for a while, as for :func:`revive_latent_channels`.
+    """
+    lo, hi = model.config.lmbda_min, model.config.lmbda_max
+    emb = model.embed(torch.exp(torch.linspace(math.log(lo), math.log(hi), points)))
+    films = (model.g_a[-1], model.g_s[0])
+    raw_a, raw_s = (film.head(emb).chunk(2, dim=1)[0] for film in films)  # log-scales, (points, M)
+    closed = raw_a < math.log(LATENT_OFF_SCALE)
+    revived = closed.any(dim=0)
+    if revived.all() or not revived.any():  # nothing to take a scale from, or nothing to reopen
+        return torch.zeros_like(revived)
+    middle = points // 2
+    med_a, med_s = raw_a[middle, ~revived].median(), raw_s[middle, ~revived].median()
+    targets = (torch.maximum(raw_a, med_a), torch.where(closed, torch.maximum(raw_s, med_s), raw_s))
+    design = torch.cat([emb, torch.ones(points, 1)], dim=1).double()
+    for film, target in zip(films, targets, strict=True):
+        fit = torch.linalg.lstsq(design, target[:, revived].double()).solution  # (cond_dim + 1, revived)
+        rows = revived.nonzero()[:, 0]
+        film.head.weight[rows] = fit[:-1].T.float()
+        film.head.bias[rows] = fit[-1].float()
+    return revived
+
+
+@torch.no_grad()
 def linearise(model: YotoHyperprior, points: int = 257) -> YotoHyperprior:
     """A copy of an ``"exp"`` model whose FiLM scales are linear in the λ embedding (``ModelConfig.film``).
 
