@@ -253,20 +253,25 @@ def test_more_effort_is_never_worse(model, photo):
     from yotocodec.refine import _float32_twin, rd_loss, refine_latent
     from yotocodec.tiling import analysis
 
-    pixels = np.array(photo.crop((64, 64, 192, 192)))
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].double() / 255
     code = code_for(model, 30)
     emb, lmbda = embedding(model, code), lambda_from_code(model, code)
-    y = analysis(model, pixels, emb)
 
-    def real_loss(effort: int) -> float:
-        torch.manual_seed(0)  # the same noise draws, so a higher level retraces the lower one's steps
-        latent = refine_latent(model, x, y, emb, lmbda, effort)
-        with torch.no_grad():
-            return float(rd_loss(_float32_twin(model), x.float(), latent.float(), emb.float(), lmbda, 128 * 128, False))
+    def real_losses(pixels: np.ndarray) -> list[float]:
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].double() / 255
+        y = analysis(model, pixels, emb)
+        losses = []
+        for effort in (0, 1, 2):
+            torch.manual_seed(0)  # the same noise draws, so a higher level retraces the lower one's steps
+            latent = refine_latent(model, x, y, emb, lmbda, effort)
+            with torch.no_grad():
+                loss = rd_loss(_float32_twin(model), x.float(), latent.float(), emb.float(), lmbda, 128 * 128, False)
+            losses.append(float(loss))
+        return losses
 
-    losses = [real_loss(effort) for effort in (0, 1, 2)]
-    assert losses[2] <= losses[1] < losses[0]
+    # Never worse on any image; on some the analysis transform's latent is already the best the steps find.
+    crops = [real_losses(np.array(photo.crop(box))) for box in ((64, 64, 192, 192), (0, 0, 128, 128))]
+    assert all(losses[2] <= losses[1] <= losses[0] for losses in crops)
+    assert any(losses[1] < losses[0] for losses in crops)
 
 
 def test_effort_out_of_range(model):
