@@ -83,8 +83,7 @@ def revive_partly_closed_channels(model: YotoHyperprior, points: int = 65) -> Te
     least-squares fit of that target over ``points`` values of λ (as :func:`linearise` fits), which smooths the step
     in g_s's target.  Training must spare them the rate for a while, as for :func:`revive_latent_channels`.
     """
-    lo, hi = model.config.lmbda_min, model.config.lmbda_max
-    emb = model.embed(torch.exp(torch.linspace(math.log(lo), math.log(hi), points)))
+    emb = _embeddings(model, points)
     films = (model.g_a[-1], model.g_s[0])
     raw_a, raw_s = (film.head(emb).chunk(2, dim=1)[0] for film in films)  # log-scales, (points, M)
     closed = raw_a < math.log(LATENT_OFF_SCALE)
@@ -94,12 +93,8 @@ def revive_partly_closed_channels(model: YotoHyperprior, points: int = 65) -> Te
     middle = points // 2
     med_a, med_s = raw_a[middle, ~revived].median(), raw_s[middle, ~revived].median()
     targets = (torch.maximum(raw_a, med_a), torch.where(closed, torch.maximum(raw_s, med_s), raw_s))
-    design = torch.cat([emb, torch.ones(points, 1)], dim=1).double()
     for film, target in zip(films, targets, strict=True):
-        fit = torch.linalg.lstsq(design, target[:, revived].double()).solution  # (cond_dim + 1, revived)
-        rows = revived.nonzero()[:, 0]
-        film.head.weight[rows] = fit[:-1].T.float()
-        film.head.bias[rows] = fit[-1].float()
+        _fit_head_rows(film, emb, target[:, revived], revived.nonzero()[:, 0])
     return revived
 
 
@@ -115,16 +110,26 @@ def linearise(model: YotoHyperprior, points: int = 257) -> YotoHyperprior:
         raise ValueError(f"only an exp-FiLM model can be linearised, not {model.config.film!r}")
     new = YotoHyperprior(replace(model.config, film="linear"))
     new.load_state_dict(model.state_dict())
-    lo, hi = model.config.lmbda_min, model.config.lmbda_max
-    emb = model.embed(torch.exp(torch.linspace(math.log(lo), math.log(hi), points)))
-    design = torch.cat([emb, torch.ones(points, 1)], dim=1).double()
+    emb = _embeddings(model, points)
     films = [m for m in model.modules() if isinstance(m, FiLM)]
     for old, film in zip(films, [m for m in new.modules() if isinstance(m, FiLM)], strict=True):
-        scale = old.scale_and_shift(emb)[0].double()
-        fit = torch.linalg.lstsq(design, scale).solution  # (cond_dim + 1, channels)
-        film.head.weight[: scale.shape[1]] = fit[:-1].T.float()
-        film.head.bias[: scale.shape[1]] = fit[-1].float()
+        scale = old.scale_and_shift(emb)[0]
+        _fit_head_rows(film, emb, scale, torch.arange(scale.shape[1]))
     return new.train(model.training)
+
+
+def _embeddings(model: YotoHyperprior, points: int) -> Tensor:
+    """The conditioning embeddings of ``points`` values of λ log-spaced over the model's range, ``(points, dim)``."""
+    lo, hi = model.config.lmbda_min, model.config.lmbda_max
+    return model.embed(torch.exp(torch.linspace(math.log(lo), math.log(hi), points)))
+
+
+def _fit_head_rows(film: FiLM, emb: Tensor, target: Tensor, rows: Tensor) -> None:
+    """Set the head rows ``rows`` to the least-squares fit of ``target`` ``(points, len(rows))`` on [emb, 1]."""
+    design = torch.cat([emb, torch.ones(len(emb), 1)], dim=1).double()
+    fit = torch.linalg.lstsq(design, target.double()).solution  # (dim + 1, len(rows))
+    film.head.weight[rows] = fit[:-1].T.float()
+    film.head.bias[rows] = fit[-1].float()
 
 
 def same_network(a: ModelConfig, b: ModelConfig) -> bool:
