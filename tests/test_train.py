@@ -294,6 +294,18 @@ def test_a_copied_run_resumes_in_its_new_place_with_a_new_learning_rate(image_di
     assert saved["lambda_weighting"] == 0.5  # not given: kept from the run
 
 
+def test_a_resumed_run_can_train_on_other_crops(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--run-dir", str(tmp_path)]
+    first = CliRunner().invoke(main, ["train", *common, "--N", "16", "--M", "16", "--steps", "2", "--batch-size", "4",
+                                      "--patch-size", "64"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    run = CliRunner().invoke(main, ["train", *common, "--resume", "--steps", "3", "--batch-size", "1",
+                                    "--patch-size", "128"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (saved["step"], saved["config"]["batch_size"], saved["config"]["patch_size"]) == (3, 1, 128)
+
+
 def test_moving_the_lambda_range_keeps_what_the_model_computes():
     torch.manual_seed(0)
     model = YotoHyperprior(TINY).eval()

@@ -300,8 +300,8 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --precision, --steps (e.g. to extend a finished run), --max-minutes and the λ "
-    "range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --steps (e.g. to extend a finished "
+    "run), --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")

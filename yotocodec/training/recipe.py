@@ -116,8 +116,12 @@ class ConflictingOptionsError(ValueError):
     """Options that cannot go together: a malformed command line rather than a failed run."""
 
 
-# Settings that only steer optimisation: a resumed run may change them for the rest of the run.
-RESUMABLE = ("lr", "lambda_weighting", "ema_decay", "decoder_quantizer", "compile", "precision", "steps")
+# Settings that only steer optimisation: a resumed run may change them for the rest of the run (a copied run with
+# other crops, e.g. 256² × 2 against 128² × 8, is a paired run that keeps the optimiser's state).
+RESUMABLE = (
+    "lr", "lambda_weighting", "ema_decay", "decoder_quantizer", "compile", "precision", "steps", "batch_size",
+    "patch_size",
+)  # fmt: skip
 # Command-line options of the model's own configuration, by the ModelConfig field they set.
 MODEL_OPTIONS = {
     "arch": "arch", "N": "N", "M": "M", "lambda_min": "lmbda_min", "lambda_max": "lmbda_max", "film": "film",
