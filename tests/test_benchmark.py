@@ -32,12 +32,14 @@ from benchmarks.diagnostics.ceiling import ceiling
 from benchmarks.diagnostics.ceiling import main as ceiling_main
 from benchmarks.diagnostics.channels import channel_bits, channel_use
 from benchmarks.diagnostics.channels import main as channels_main
+from benchmarks.diagnostics.gap import main as gap_main
+from benchmarks.diagnostics.gap import measure_gap, rate_at_psnr
 from benchmarks.images import DEFAULT_DIR, sample_images
 from benchmarks.rd import _readme_plan, main
 from benchmarks.readme import END, START, update_readme
 from benchmarks.report import average, bd_table, rd_cost, summary_markdown
 from yotocodec.config import ModelConfig
-from yotocodec.model import YotoHyperprior
+from yotocodec.model import FiLM, YotoHyperprior
 from yotocodec.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,6 +471,39 @@ def test_the_ceiling_is_the_autoencoder_without_quantisation(model, tmp_path):
     assert [line.split(" | ")[0] for line in run.output.splitlines()[-3:]] == ["| 0.002", "| 0.02", "| 0.2"]
     run = CliRunner().invoke(ceiling_main, [str(tmp_path / "w.pt"), "--images", str(folder), "--lambda", "0.5"])
     assert run.exit_code == 1 and "λ 0.5 is outside the model's range [0.002, 0.2]" in run.output
+
+
+def test_rate_at_psnr_interpolates_log_rate_and_extends_the_end_segments():
+    curve = [(0.1 * 2 ** ((p - 25) / 6), p) for p in (31.0, 25.0, 37.0)]  # log rate linear in PSNR; any order
+    for psnr in (22.0, 25.0, 28.0, 34.5, 40.0):
+        assert rate_at_psnr(curve, psnr) == pytest.approx(0.1 * 2 ** ((psnr - 25) / 6), rel=1e-12)
+    with pytest.raises(ValueError):
+        rate_at_psnr(curve[:1], 30.0)
+
+
+def test_the_gap_of_a_model_to_itself_is_zero_and_the_command_finds_the_finetunes_lambda(tmp_path):
+    torch.manual_seed(0)
+    model = YotoHyperprior(ModelConfig(N=16, M=16, lmbda_min=0.002, lmbda_max=0.2)).eval()
+    with torch.no_grad():  # FiLM heads start at zero: make the model's output depend on λ
+        for film in (m for m in model.modules() if isinstance(m, FiLM)):
+            film.head.weight.normal_(std=0.5)
+    arrays = [np.array(synthetic(96, 80, seed=1))]
+    with pytest.raises(ValueError, match="does not change with λ"):
+        rate_at_psnr([(0.5, 30.0), (0.7, 30.0)], 30.0)
+    gap = measure_gap(model, model, arrays, 0.02)
+    assert gap.finetune == gap.model and gap.model_bpp_at_psnr == pytest.approx(gap.finetune[0], rel=1e-9)
+    assert gap.rate_gap == pytest.approx(0, abs=1e-9)
+    save_weights(model, tmp_path / "model.pt")
+    save_weights(model, tmp_path / "tuned.pt", meta={"fixed_lambda": 0.02})
+    folder = one_image_folder(tmp_path)
+    args = [str(tmp_path / "model.pt"), str(tmp_path / "tuned.pt"), "--images", str(folder)]
+    run = CliRunner().invoke(gap_main, args)
+    assert run.exit_code == 0, run.output
+    assert run.output.splitlines()[-1].startswith("| 0.02 |") and run.output.endswith("| +0.0 % |\n")
+    run = CliRunner().invoke(gap_main, [*args[:1], str(tmp_path / "model.pt"), *args[2:]])
+    assert run.exit_code == 1 and "give --lambda" in run.output
+    run = CliRunner().invoke(gap_main, [*args, "--lambda", "0.5"])
+    assert run.exit_code == 1 and "outside the model's range" in run.output
 
 
 def _old_point(setting: float, bpp: float, psnr: float) -> dict:
