@@ -19,12 +19,10 @@ import numpy as np
 import torch
 
 from yotocodec.model import YotoHyperprior
-from yotocodec.training.checkpoint import load_checkpoint
 from yotocodec.training.evaluate import validate
-from yotocodec.weights import load_weights
 
 from .. import images as images_mod
-from .inputs import load_any, model_and_images_options
+from .inputs import load_any, load_trained, model_and_images_options
 
 OFFSETS = (-2, -1, 0, 1, 2)  # MODEL is measured at λ·2^(k/2) for these k
 
@@ -68,14 +66,6 @@ def measure_gap(model: YotoHyperprior, finetune: YotoHyperprior, arrays: list, l
     return Gap(lmbda, (tuned["bpp"], tuned["psnr"]), curve[lmbda], at_psnr)
 
 
-def trained_at(path: Path) -> float | None:
-    """The single λ a weights file or checkpoint was fine-tuned at (None for a variable-rate one)."""
-    try:
-        return load_weights(path)[1].get("fixed_lambda")
-    except ValueError:
-        return load_checkpoint(path)["config"].get("fixed_lambda")
-
-
 @click.command()
 @model_and_images_options
 @click.argument("finetune", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -84,8 +74,8 @@ def trained_at(path: Path) -> float | None:
 def main(path: Path, ema: bool, images: Path, limit: int, finetune: Path, lmbda: float | None) -> None:
     """MODEL's extra rate over FINETUNE (MODEL fine-tuned at one λ) at the fine-tune's PSNR."""
     model, label = load_any(path, ema)
-    tuned, tuned_label = load_any(finetune, ema)
-    lmbda = lmbda or trained_at(finetune)
+    tuned, tuned_label, tuned_lambda = load_trained(finetune, ema)
+    lmbda = lmbda or tuned_lambda
     if lmbda is None:
         raise click.ClickException(f"{finetune} was not trained at a single λ: give --lambda")
     lo, hi = model.config.lmbda_min, model.config.lmbda_max

@@ -29,12 +29,19 @@ def load_any(path: Path, ema: bool) -> tuple[YotoHyperprior, str]:
 
     Anything else is a one-line ``click.ClickException`` (the diagnostics load their model through this).
     """
+    return load_trained(path, ema)[:2]
+
+
+def load_trained(path: Path, ema: bool) -> tuple[YotoHyperprior, str, float | None]:
+    """:func:`load_any`, and the single λ the model was trained at (``--fixed-lambda``; None for a variable rate)."""
     try:
         try:
             model, meta = load_weights(path)
-            return model.float(), f"{path.name} ({model.model_id}, {meta.get('steps', '?')} steps)"
+            label = f"{path.name} ({model.model_id}, {meta.get('steps', '?')} steps)"
+            return model.float(), label, meta.get("fixed_lambda")
         except ValueError:
             model, ckpt = model_from_checkpoint(path, ema)
-            return model, f"{path} (step {ckpt['step']}{', weight average' if ema else ''})"
+            label = f"{path} (step {ckpt['step']}{', weight average' if ema else ''})"
+            return model, label, ckpt["config"].get("fixed_lambda")
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise click.ClickException(f"{path}: not a weights file or training checkpoint of this model ({exc})") from None
