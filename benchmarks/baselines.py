@@ -144,11 +144,12 @@ def main(runs: Path, steps: int, single_steps: int | None, single: bool, count: 
 def base_config(recipe: dict[str, Any], given: set[str], steps: int) -> TrainConfig:
     """The settings every run shares; from --init-from, that model's networks and (unless given) its λ range."""
     model = ModelConfig(arch=recipe["arch"], N=recipe["N"], M=recipe["M"], lmbda_min=recipe["lambda_min"],
-                        lmbda_max=recipe["lambda_max"], film=recipe["film"])  # fmt: skip
+                        lmbda_max=recipe["lambda_max"], film=recipe["film"], context=recipe["context"])  # fmt: skip
     if recipe["init_from"] is not None:
         start = load_weights(recipe["init_from"])[0].config
         chosen = {f"lmbda_{end}": recipe[f"lambda_{end}"] for end in ("min", "max") if f"lambda_{end}" in given}
-        model = replace(start, **chosen, **({"film": recipe["film"]} if "film" in given else {}))
+        chosen |= {name: recipe[name] for name in ("film", "context") if name in given}
+        model = replace(start, **chosen)
     settings = {f.name: recipe[f.name] for f in fields(TrainConfig) if f.name in recipe}
     settings.update(data=str(recipe["data"]), init_from=recipe["init_from"] and str(recipe["init_from"]))
     return TrainConfig(run_dir="", model=model, steps=steps, **settings)

@@ -121,7 +121,7 @@ def test_the_latent_coded_a_slice_at_a_time_is_the_same_file(model, monkeypatch)
     whole = conditional.compress(y.double(), conditional.build_indexes(scales), means=means)[0]
     for size in (1, 100, 10_000):
         monkeypatch.setattr(slices, "SLICE", size)
-        assert slices.compress(conditional, y, scales, means) == whole
+        assert slices.compress(conditional, [(y, scales, means)]) == whole
         assert torch.equal(slices.build_indexes(conditional, scales), conditional.build_indexes(scales))
 
 

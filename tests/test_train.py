@@ -306,6 +306,33 @@ def test_a_resumed_run_can_train_on_other_crops(image_dir, tmp_path):
     assert (saved["step"], saved["config"]["batch_size"], saved["config"]["patch_size"]) == (3, 1, 128)
 
 
+def test_a_resumed_run_can_add_a_context_model_keeping_its_optimiser_state(image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--run-dir", str(tmp_path), "--batch-size", "2", "--patch-size", "64"]
+    first = CliRunner().invoke(main, ["train", *common, "--N", "16", "--M", "16", "--steps", "2", "--ema-decay", "0.9",
+                                      "--film-lr-factor", "0.5"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    before = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    run = CliRunner().invoke(main, ["train", *common, "--resume", "--steps", "4", "--context", "checkerboard"])
+    assert run.exit_code == 0, run.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert (saved["step"], saved["config"]["model"]["context"]) == (4, "checkerboard")
+    assert any(name.startswith("context.") for name in saved["ema"])
+    groups = [len(g["params"]) for g in saved["optimizer"]["param_groups"]]
+    assert groups[0] == len(before["optimizer"]["param_groups"][0]["params"]) + 6  # conv, two 1×1 layers
+    assert groups[1] == len(before["optimizer"]["param_groups"][1]["params"])  # the conditioning's group
+    again = CliRunner().invoke(main, ["train", *common, "--resume", "--context", "none"])
+    assert again.exit_code != 0 and "add a context model" in again.output
+
+
+def test_a_run_from_a_model_without_a_context_can_add_one(image_dir, tmp_path):
+    start = tmp_path / "start.pt"
+    save_weights(YotoHyperprior(TINY), start)
+    cfg = tiny_config(image_dir, tmp_path / "run", model=replace(TINY, context="checkerboard"), init_from=str(start),
+                      steps=2)  # fmt: skip
+    model, _ = train(cfg, progress=False)
+    assert model.config.context == "checkerboard" and model.context is not None
+
+
 def test_moving_the_lambda_range_keeps_what_the_model_computes():
     torch.manual_seed(0)
     model = YotoHyperprior(TINY).eval()

@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from . import registry
-from .config import ARCHITECTURES, FILM_SCALES, PRECISIONS, ModelConfig
+from .config import ARCHITECTURES, CONTEXTS, FILM_SCALES, PRECISIONS, ModelConfig
 from .errors import YotoError
 from .files import error_message, writable_format
 from .inspection import inspect
@@ -254,6 +254,9 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--film", type=click.Choice(FILM_SCALES), default=ModelConfig.film, show_default=True,
                      help="FiLM scale: exp(γ) (every model up to 0.2.0) or linear γ (experimental), whose closed "
                      "channels can reopen; --init-from an exp model converts it (fitted over its λ range)."),
+        click.option("--context", type=click.Choice(CONTEXTS), default=ModelConfig.context, show_default=True,
+                     help="Context model of the latent: none, or checkerboard (two-pass, He et al. 2021).  With "
+                     "--init-from or --resume of a model without one, it is added so as to change nothing at first."),
         click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True),
         click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
@@ -300,8 +303,9 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --steps (e.g. to extend a finished "
-    "run), --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --context (to add one), --steps (e.g. to "
+    "extend a finished run), --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be "
+    "changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "bf16")  # training: "bf16" runs the transforms under bfloat16 autocast (training.loop)
 ARCHITECTURES = ("mean-scale", "scale")
 FILM_SCALES = ("exp", "linear")  # how a FiLM head's output becomes a channel's scale (see FiLM)
+CONTEXTS = ("none", "checkerboard")  # how y's entropy parameters are predicted: hyperprior alone, or + checkerboard
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,17 @@ class ModelConfig:
     lmbda_max: float = 0.2
     cond_dim: int = 64
     film: str = "exp"  # one of FILM_SCALES; weights files from before the setting existed are "exp"
+    context: str = "none"  # one of CONTEXTS (yotocodec.checkerboard); weights files from before it are "none"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.film not in FILM_SCALES:
             raise ValueError(f"unknown FiLM scale {self.film!r}; expected one of {FILM_SCALES}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"unknown context model {self.context!r}; expected one of {CONTEXTS}")
+        if self.context != "none" and self.arch != "mean-scale":
+            raise ValueError("a context model refines means and scales: it needs the mean-scale architecture")
         if not 0 < self.lmbda_min <= self.lmbda_max:
             raise ValueError(f"bad λ range [{self.lmbda_min}, {self.lmbda_max}]")
 

@@ -9,6 +9,7 @@ unconditioned Ballé et al. (2018) hyperprior.  Entropy models and layers come f
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from . import slices
+from . import checkerboard, slices
 from .bands import in_bands
 from .config import ModelConfig
 
@@ -126,6 +127,7 @@ class YotoHyperprior(CompressionModel):
             )  # fmt: skip
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
+        self.context = checkerboard.CheckerboardContext(M) if config.context == "checkerboard" else None
 
     def embed(self, lmbda: Tensor) -> Tensor:
         """Conditioning embedding for a batch of λ values (shape ``(B,)``)."""
@@ -176,7 +178,7 @@ class YotoHyperprior(CompressionModel):
         z = self.h_a(self.hyper_input(y), emb).to(dtype)
         with torch.autocast(x.device.type, enabled=False):
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales, means = (None if p is None else p.to(dtype) for p in self.gaussian_params(z_hat, emb))
+        scales, means = (None if p is None else p.to(dtype) for p in self.y_params(y, z_hat, emb))
         with torch.autocast(x.device.type, enabled=False):
             y_rate = y if rate_gradient is None else scale_gradient(y, rate_gradient.to(dtype)[None, :, None, None])
             y_hat, y_likelihoods = self.gaussian_conditional(y_rate, scales, means=means)
@@ -184,6 +186,17 @@ class YotoHyperprior(CompressionModel):
             if ste and self.training:
                 y_hat = self.straight_through_latent(y, means)
         return {"x_hat": self.g_s(y_hat, emb).to(dtype), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def y_params(self, y: Tensor, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Training and encoder effort: scales (and means) of ``y``; with a context model, those of the non-anchor
+        positions refined from the anchors of ``y`` rounded around their means, as the decoder will have them."""
+        scales, means = self.gaussian_params(z_hat, emb)
+        if self.context is None:
+            return scales, means
+        anchors = self.straight_through_latent(y, means)
+        params = checkerboard.refined(self.context, torch.cat((scales, means), dim=1), anchors.to(scales.dtype))
+        scales, means = params.chunk(2, dim=1)
+        return scales, means
 
     def straight_through_latent(self, y: Tensor, means: Tensor | None) -> Tensor:
         """``y`` rounded around ``means`` as the decoder will see it; the gradient passes straight through to ``y``."""
@@ -200,7 +213,11 @@ class YotoHyperprior(CompressionModel):
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self.gaussian_params(z_hat, emb)
-        y_string = slices.compress(self.gaussian_conditional, y, scales, means)  # y quantised in float64
+        if self.context is None:
+            parts = [(y, scales, means)]
+        else:
+            parts = checkerboard.coding_order(self.context, y, scales, means)
+        y_string = slices.compress(self.gaussian_conditional, parts)  # y quantised in float64
         return [y_string, z_strings[0]], tuple(z.size()[-2:])
 
     def decompress_latent(
@@ -220,13 +237,18 @@ class YotoHyperprior(CompressionModel):
         bottleneck = _with_coder(self.entropy_bottleneck, entropy_coder)
         z_hat = bottleneck.decompress([strings[1]], z_shape)
         scales, means = self.gaussian_params(z_hat, emb)
-        indexes = slices.build_indexes(self.gaussian_conditional, scales)
-        del scales
         stream = None if entropy_coder is None else entropy_coder.stream
-        y_symbols = slices.decompress(self.gaussian_conditional, strings[0], indexes, stream)
-        y_hat = y_symbols.to(z_hat.dtype)
-        if means is not None:
-            y_hat += means
+        with slices.reading(self.gaussian_conditional, strings[0], stream) as read:
+            if self.context is None:
+                indexes = slices.build_indexes(self.gaussian_conditional, scales)
+                del scales
+                y_symbols = read(indexes)
+                y_hat = y_symbols.to(z_hat.dtype)
+                if means is not None:
+                    y_hat += means
+            else:
+                indexes_of = partial(slices.build_indexes, self.gaussian_conditional)
+                y_hat, indexes, y_symbols = checkerboard.decode(self.context, read, indexes_of, scales, means)
         medians = bottleneck._get_medians().to(z_hat.dtype)
         return y_hat, {"z": torch.round(z_hat - medians).int(), "indexes": indexes, "y": y_symbols}
 

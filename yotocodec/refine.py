@@ -67,7 +67,7 @@ def rd_loss(net: YotoHyperprior, image: Tensor, y: Tensor, emb: Tensor, lmbda: f
     if noise:  # noisy rate for z; h_s sees the rounded z straight-through, so gradients still reach y
         _, z_likelihoods = net.entropy_bottleneck(z, training=True)
         z_hat = z + (z_hat - z).detach()
-    scales, means = net.gaussian_params(z_hat, emb)
+    scales, means = net.y_params(y, z_hat, emb)
     _, y_likelihoods = net.gaussian_conditional(y, scales, means=means, training=noise)
     x_hat = net.g_s(net.straight_through_latent(y, means), emb)
     bits = -(torch.log2(y_likelihoods).sum() + torch.log2(z_likelihoods).sum())

@@ -12,7 +12,7 @@ time (``set_stream``, then ``decode_stream`` per slice), as ``decode_with_indexe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
@@ -35,38 +35,54 @@ def build_indexes(conditional: GaussianConditional, scales: Tensor) -> Tensor:
     return indexes.reshape(scales.shape)
 
 
-def compress(conditional: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor | None) -> bytes:
-    """The rANS string of one latent ``y`` (batch of one) given its scales and means, as
-    ``conditional.compress(y, conditional.build_indexes(scales), means)[0]`` would write it; ``y`` is quantised in the
-    precision of ``scales``."""
+def compress(conditional: GaussianConditional, parts: Sequence[tuple[Tensor, Tensor, Tensor | None]]) -> bytes:
+    """The rANS string of a latent given as ``parts`` coded one after the other, each ``(y, scales, means)`` (batch of
+    one), as ``conditional.compress(y, conditional.build_indexes(scales), means)[0]`` would write a single part; ``y``
+    is quantised in the precision of ``scales``.  A checkerboard model codes its latent in two parts
+    (:func:`yotocodec.checkerboard.coding_order`)."""
     tables = _tables(conditional)
-    y, scales = y.reshape(-1), scales.reshape(-1)
-    means = None if means is None else means.reshape(-1)
     encoder = BufferedRansEncoder()
-    for start in range(0, y.numel(), SLICE):
-        part = slice(start, start + SLICE)
-        symbols = conditional.quantize(y[part].to(scales.dtype), "symbols", None if means is None else means[part])
-        indexes = conditional.build_indexes(scales[part])
-        encoder.encode_with_indexes(symbols.int().tolist(), indexes.int().tolist(), *tables)
+    for y, scales, means in parts:
+        y, scales = y.reshape(-1), scales.reshape(-1)
+        means = None if means is None else means.reshape(-1)
+        for start in range(0, y.numel(), SLICE):
+            part = slice(start, start + SLICE)
+            symbols = conditional.quantize(y[part].to(scales.dtype), "symbols", None if means is None else means[part])
+            indexes = conditional.build_indexes(scales[part])
+            encoder.encode_with_indexes(symbols.int().tolist(), indexes.int().tolist(), *tables)
     return encoder.flush()
 
 
 def decompress(
     conditional: GaussianConditional, string: bytes, indexes: Tensor, stream: StreamOpener | None = None
 ) -> Tensor:
-    """The integer symbols of y (int32, the shape of ``indexes``) that :func:`compress` wrote into ``string``, as
-    ``conditional.decompress([string], indexes)`` reads them before dequantising.
+    """The integer symbols of y (int32, the shape of ``indexes``) that :func:`compress` wrote into ``string`` as one
+    part, as ``conditional.decompress([string], indexes)`` reads them before dequantising."""
+    with reading(conditional, string, stream) as read:
+        return read(indexes)
+
+
+@contextmanager
+def reading(
+    conditional: GaussianConditional, string: bytes, stream: StreamOpener | None = None
+) -> Iterator[Callable[[Tensor], Tensor]]:
+    """A reader of the parts :func:`compress` wrote into ``string``: ``read(indexes)`` returns the integer symbols
+    (int32, the shape of ``indexes``) of the next part, whose indexes may depend on the parts before it.
 
     ``stream(string)`` reads the string (:meth:`yotocodec.isolation.DecoderProcess.stream`; by default CompressAI's
     ``RansDecoder`` in this process), one slice of indexes at a time.
     """
     tables = _tables(conditional)
-    flat = indexes.reshape(-1)
-    symbols = np.empty(flat.numel(), dtype=np.int32)
     with (stream or in_process)(string) as decode_stream:
-        for start in range(0, flat.numel(), SLICE):
-            symbols[start : start + SLICE] = decode_stream(flat[start : start + SLICE].tolist(), *tables)
-    return torch.from_numpy(symbols).reshape(indexes.shape)
+
+        def read(indexes: Tensor) -> Tensor:
+            flat = indexes.reshape(-1)
+            symbols = np.empty(flat.numel(), dtype=np.int32)
+            for start in range(0, flat.numel(), SLICE):
+                symbols[start : start + SLICE] = decode_stream(flat[start : start + SLICE].tolist(), *tables)
+            return torch.from_numpy(symbols).reshape(indexes.shape)
+
+        yield read
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from .data import PatchSampler, list_images, load_rgb
 from .evaluate import validate
 from .recipe import TrainConfig, bf16_is_native, learning_rate, loss_weights, rate_gradient, sample_lambdas
 from .surgery import (
+    add_context,
     inherited_entries,
     revive_latent_channels,
     revive_partly_closed_channels,
@@ -176,10 +177,13 @@ def _resumed_model(
     cfg: TrainConfig, ckpt: dict, path: Path
 ) -> tuple[YotoHyperprior, Tensor | None, dict[str, Tensor] | None, dict]:
     saved = ModelConfig.from_dict(ckpt["config"]["model"], path)
-    if not same_network(saved, cfg.model) or ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda:
+    same = same_network(replace(saved, context=cfg.model.context), cfg.model)  # a context may be added (recipe)
+    if not same or ckpt["config"]["fixed_lambda"] != cfg.fixed_lambda:
         raise ValueError(f"{path} belongs to a run with another model or λ; use another --run-dir")
     model = YotoHyperprior(saved)
     model.load_state_dict(ckpt["model"])
+    if saved.context != cfg.model.context:
+        model = add_context(model, cfg.model.context, cfg.seed)
     return model, ckpt.get("revived"), ckpt.get("frozen"), ckpt.get("before", {})
 
 
@@ -187,7 +191,7 @@ def _restore_progress(run: Run, ckpt: dict, rank: int, world: int) -> None:
     """Optimiser moments, step, time and random streams of a resumed run."""
     for opt, key in ((run.optimizer, "optimizer"), (run.aux_optimizer, "aux_optimizer")):
         factors = [group.get("lr_factor", 1.0) for group in opt.param_groups]
-        opt.load_state_dict(ckpt[key])
+        opt.load_state_dict(_with_added_parameters(ckpt[key], opt))
         # Loading restores the saved group settings; this run's flags and lr factors replace them (older runs saved
         # unfused flags and no factors).
         for group, factor in zip(opt.param_groups, factors, strict=True):
@@ -200,6 +204,22 @@ def _restore_progress(run: Run, ckpt: dict, rank: int, world: int) -> None:
         random.setstate(ckpt["python_rng"])
     else:  # other ranks' streams were not saved: derive fresh, distinct ones
         run.rng = np.random.default_rng([run.cfg.seed, rank, run.step])
+
+
+def _with_added_parameters(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A saved optimiser state made to fit ``optimizer``, whose groups may end in parameters added since (a context
+    model, :func:`~.surgery.add_context`): those start without moments, the others keep theirs."""
+    groups = optimizer.param_groups
+    if [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in groups]:
+        return saved
+    state, fitted, first = {}, [], 0
+    for saved_group, group in zip(saved["param_groups"], groups, strict=True):
+        ids = list(range(first, first + len(group["params"])))
+        kept = zip(saved_group["params"], ids[: len(saved_group["params"])], strict=True)  # new ones come last
+        state |= {new: saved["state"][old] for old, new in kept if old in saved["state"]}
+        fitted.append(saved_group | {"params": ids})
+        first += len(ids)
+    return {"state": state, "param_groups": fitted}
 
 
 def train_step(run: Run, net: torch.nn.Module, x: Tensor, world: int) -> dict[str, Tensor]:
@@ -390,6 +410,9 @@ def _ema_model(model: YotoHyperprior, ckpt: dict | None) -> YotoHyperprior:
     else:
         ema = YotoHyperprior(ModelConfig(**ckpt["config"]["model"]))
         ema.load_state_dict(ckpt["ema"])
+        if ema.config.context != model.config.context:  # added on resuming: the average starts from the model's
+            ema = add_context(ema, model.config.context)
+            ema.context.load_state_dict(model.context.state_dict())
         set_lambda_range(ema, model.config.lmbda_min, model.config.lmbda_max)
     return ema.eval().requires_grad_(False)
 

@@ -125,6 +125,7 @@ RESUMABLE = (
 # Command-line options of the model's own configuration, by the ModelConfig field they set.
 MODEL_OPTIONS = {
     "arch": "arch", "N": "N", "M": "M", "lambda_min": "lmbda_min", "lambda_max": "lmbda_max", "film": "film",
+    "context": "context",
 }  # fmt: skip
 
 
@@ -155,6 +156,10 @@ def _resumed(options: dict[str, Any], given: set[str]) -> TrainConfig:
     new_range = {MODEL_OPTIONS[name]: options[name] for name in ("lambda_min", "lambda_max") if name in given}
     if new_range and cfg.fixed_lambda is not None:
         raise ConflictingOptionsError("a fixed-λ run has no λ range to change")
+    if "context" in given and options["context"] != cfg.model.context:
+        if cfg.model.context != "none":
+            raise ConflictingOptionsError("a resumed run may add a context model, not remove or change one")
+        new_range["context"] = options["context"]  # a copied run that adds one is a paired run (surgery)
     return replace(cfg, model=replace(cfg.model, **new_range))
 
 
@@ -186,5 +191,6 @@ def _model_config(options: dict[str, Any], given: set[str]) -> ModelConfig:
     fixed = options["fixed_lambda"]
     lo, hi = (fixed, fixed) if fixed else (options["lambda_min"], options["lambda_max"])
     return ModelConfig(
-        arch=options["arch"], N=options["N"], M=options["M"], lmbda_min=lo, lmbda_max=hi, film=options["film"]
-    )
+        arch=options["arch"], N=options["N"], M=options["M"], lmbda_min=lo, lmbda_max=hi, film=options["film"],
+        context=options["context"],
+    )  # fmt: skip

@@ -147,12 +147,25 @@ def starting_model(
     """
     if init.config.film == "exp" and config.film == "linear":
         init = linearise(init)
+    if init.config.context == "none" and config.context != "none":
+        init = add_context(init, config.context, seed)
     if same_network(init.config, config):
         return init.train(), torch.zeros(init.config.M, dtype=torch.bool)
     if same_network(replace(init.config, N=config.N, M=config.M), config):
         if config.N >= init.config.N and config.M >= init.config.M:
             return widen(init, config.N, config.M, seed=seed)
     raise ValueError(f"{source} has configuration {init.config}, not {config}")
+
+
+def add_context(model: YotoHyperprior, context: str, seed: int = 0) -> YotoHyperprior:
+    """A copy of ``model`` (which has none) with a ``context`` model that starts out changing nothing: its last
+    layer is zero (:mod:`yotocodec.checkerboard`), so the copy codes exactly as ``model`` until training moves it."""
+    torch.manual_seed(seed)
+    given = YotoHyperprior(replace(model.config, context=context))
+    missing, unexpected = given.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or not all(name.startswith("context.") for name in missing):
+        raise ValueError(f"cannot add a context model to {model.config}")
+    return given.train(model.training)
 
 
 @torch.no_grad()
@@ -164,6 +177,8 @@ def widen(model: YotoHyperprior, N: int, M: int, seed: int = 0) -> tuple[YotoHyp
     mode) and the mask of its new latent channels, shape ``(M,)``, for a rate holiday (``train --revive-channels``).
     """
     old = model.config
+    if old.context != "none":
+        raise ValueError("widening a model with a context model is not supported: widen it first, then add one")
     if N < old.N or M < old.M:
         raise ValueError(f"cannot narrow a model: ({old.N}, {old.M}) to ({N}, {M})")
     torch.manual_seed(seed)
