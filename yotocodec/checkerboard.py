@@ -49,13 +49,23 @@ def merge(anchor_half: Tensor, other_half: Tensor) -> Tensor:
     return out
 
 
+class MaskedPrediction(CheckerboardMaskedConv2d):
+    """CompressAI's checkerboard-masked convolution, its mask rebuilt on construction rather than stored: a full-size
+    float32 copy of the kernel's shape in every weights file (10 MB at M = 320) for a fixed pattern."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, kernel_size=KERNEL, padding=KERNEL // 2)
+        mask = self._buffers.pop("mask")
+        self.register_buffer("mask", mask, persistent=False)
+
+
 class CheckerboardContext(nn.Module):
     """Refines the hyperprior's parameters (scales and means, ``2M`` channels) of the non-anchor positions from the
     decoded anchors."""
 
     def __init__(self, M: int) -> None:
         super().__init__()
-        self.prediction = CheckerboardMaskedConv2d(M, M, kernel_size=KERNEL, padding=KERNEL // 2)
+        self.prediction = MaskedPrediction(M)
         self.refinement = nn.Sequential(nn.Conv2d(3 * M, 2 * M, 1), nn.LeakyReLU(), nn.Conv2d(2 * M, 2 * M, 1))
         nn.init.zeros_(self.refinement[-1].weight)
         nn.init.zeros_(self.refinement[-1].bias)
@@ -66,28 +76,34 @@ class CheckerboardContext(nn.Module):
         return params + self.refinement(torch.cat((params, self.prediction(anchor_latent)), dim=1))
 
     def other_params(self, params: Tensor, anchor_half: Tensor) -> Tensor:
-        """Coding: the refined parameters of the non-anchor half, packed, from the packed decoded anchors.
-
-        The masked convolution is evaluated only where its output is used — on rows of one parity at a time, every
-        other column (stride 2) — and in bands of rows (:mod:`yotocodec.bands`), so large images stay in memory.
-        """
-        pad = KERNEL // 2
-        padded = F.pad(merge(anchor_half, torch.zeros_like(anchor_half)), (pad, pad, pad, pad))
-        conv = nn.Sequential(self._strided_prediction())
-        even_rows = in_bands(conv, padded[..., :, 1:], _call)  # outputs at (2i, 2j + 1)
-        odd_rows = in_bands(conv, padded[..., 1:, :], _call)  # outputs at (2i + 1, 2j)
-        del padded
-        context = torch.stack((even_rows, odd_rows), dim=-2).flatten(-3, -2)
-        del even_rows, odd_rows
+        """Coding: the refined parameters of the non-anchor half, packed, from the packed decoded anchors."""
+        context = self._context(anchor_half)
         return params + in_bands(self.refinement, torch.cat((params, context), dim=1), _call)
 
-    @torch.no_grad()
-    def _strided_prediction(self) -> nn.Conv2d:
-        """The masked convolution as a plain one (mask applied) with stride 2 and no padding."""
-        weight = self.prediction.weight * self.prediction.mask
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], KERNEL, stride=2, device="meta")
-        conv.weight, conv.bias = nn.Parameter(weight, False), nn.Parameter(self.prediction.bias.clone(), False)
-        return conv
+    def _context(self, anchor_half: Tensor) -> Tensor:
+        """The masked convolution at the non-anchor positions only, packed, from its 12 live taps only.
+
+        Anchors on even rows (E, at (2a, 2c)) and on odd rows (O, at (2a + 1, 2c + 1)) are two quarter-size grids; a
+        non-anchor on an even row, at (2i, 2j + 1), sees E through the taps of even row and odd column offset (a 3×2
+        kernel over E's rows i − 1…i + 1 and columns j…j + 1) and O through the others (2×3), and one on an odd row,
+        at (2i + 1, 2j), likewise.  A quarter of the arithmetic of the full convolution, computed in bands of rows
+        (:mod:`yotocodec.bands`) so that large images stay in memory.
+        """
+        weight, bias = self.prediction.weight, self.prediction.bias
+        even, odd = anchor_half[..., 0::2, :], anchor_half[..., 1::2, :]
+        even_taps, odd_taps = weight[:, :, 0::2, 1::2], weight[:, :, 1::2, 0::2]  # (3, 2) and (2, 3) kernels
+        on_even_rows = _conv(even, even_taps, (0, 1, 1, 1), bias) + _conv(odd, odd_taps, (1, 1, 1, 0))
+        on_odd_rows = _conv(even, odd_taps, (1, 1, 0, 1), bias) + _conv(odd, even_taps, (1, 0, 1, 1))
+        return torch.stack((on_even_rows, on_odd_rows), dim=-2).flatten(-3, -2)
+
+
+def _conv(x: Tensor, weight: Tensor, pad: tuple[int, int, int, int], bias: Tensor | None = None) -> Tensor:
+    """An unpadded convolution of ``x`` padded by ``pad`` (left, right, top, bottom) with zeros, in bands of rows."""
+    conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[-2:]), bias=bias is not None, device="meta")
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+    return in_bands(nn.Sequential(conv), F.pad(x, pad), _call)
 
 
 def _call(layer: nn.Module, x: Tensor) -> Tensor:
