@@ -99,3 +99,30 @@ def test_files_decode_to_the_latent_the_encoder_quantised(tmp_path, size):
         expected = checkerboard.merge(*(torch.round(v - m) + m for v, _, m in coded))
         assert torch.equal(y_hat, expected)
         assert torch.equal(parts["y"].double(), torch.round(y_hat - checkerboard.merge(*(m for *_, m in coded))))
+
+
+def test_damaged_strings_of_a_checkerboard_file_end_in_an_image_or_an_error(tmp_path):
+    """The second pass is computed from whatever the first decoded: garbage in, a garbage picture or a YotoError out."""
+    import random
+
+    from yotocodec.container import pack, unpack
+
+    path = tmp_path / "cb.pt"
+    save_weights(with_context_in_use(), path)
+    header, strings = unpack(yotocodec.encode(synthetic(40, 30, seed=1), 50, model=path))
+    rng, outcomes = random.Random(0), set()
+    for _ in range(40):
+        damaged = [bytearray(s) for s in strings]
+        if rng.random() < 0.5:
+            damaged[0] = bytearray(rng.randbytes(rng.randrange(0, 60)))
+        else:
+            damaged[0] = damaged[0][: rng.randrange(len(damaged[0]) + 1)]
+        try:
+            image = yotocodec.decode(pack(header, [bytes(s) for s in damaged]), model=path)
+        except yotocodec.YotoError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            outcomes.add("error")
+        else:
+            assert image.size == (40, 30)
+            outcomes.add("image")
+    assert "image" in outcomes
