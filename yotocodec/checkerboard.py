@@ -6,6 +6,9 @@ then coded with those parameters refined from the decoded anchors around it (a m
 context model (Minnen et al. 2018), so decoding stays parallel.  The refinement's last layer starts at zero: a model
 given a context starts out coding exactly as it did without one (:func:`yotocodec.training.surgery.add_context`).
 
+What the convolution sees of an anchor is its integer symbol, the value less the hyperprior's mean: the part the
+hyperprior did not predict, which is what a neighbour's value can still tell something about.
+
 Positions are anchors where row + column is even.  For coding, each half is packed into a tensor of half the width
 (:func:`split`), as in CompressAI's ``CheckerboardLatentCodec``, so that the coder and the point-wise network see only
 the positions of their pass.
@@ -70,13 +73,13 @@ class CheckerboardContext(nn.Module):
         nn.init.zeros_(self.refinement[-1].weight)
         nn.init.zeros_(self.refinement[-1].bias)
 
-    def forward(self, params: Tensor, anchor_latent: Tensor) -> Tensor:
-        """Training: refined parameters at every position (those of anchors are to be ignored), from the latent with
-        its non-anchor positions zeroed."""
-        return params + self.refinement(torch.cat((params, self.prediction(anchor_latent)), dim=1))
+    def forward(self, params: Tensor, anchor_symbols: Tensor) -> Tensor:
+        """Training: refined parameters at every position (those of anchors are to be ignored), from the symbols
+        with the non-anchor positions' zeroed."""
+        return params + self.refinement(torch.cat((params, self.prediction(anchor_symbols)), dim=1))
 
     def other_params(self, params: Tensor, anchor_half: Tensor) -> Tensor:
-        """Coding: the refined parameters of the non-anchor half, packed, from the packed decoded anchors."""
+        """Coding: the refined parameters of the non-anchor half, packed, from the anchors' symbols, packed."""
         context = self._context(anchor_half)
         return params + in_bands(self.refinement, torch.cat((params, context), dim=1), _call)
 
@@ -110,10 +113,11 @@ def _call(layer: nn.Module, x: Tensor) -> Tensor:
     return layer(x)
 
 
-def refined(context: CheckerboardContext, params: Tensor, latent: Tensor) -> Tensor:
-    """Training: ``params`` (``(B, 2M, H, W)``) with the non-anchor positions' refined from ``latent``'s anchors."""
-    mask = anchors(latent.shape, latent.device)
-    out = context(params, torch.where(mask, latent, 0.0))
+def refined(context: CheckerboardContext, params: Tensor, symbols: Tensor) -> Tensor:
+    """Training: ``params`` (``(B, 2M, H, W)``) with the non-anchor positions' refined from the anchors' ``symbols``
+    (the latent rounded around the hyperprior's means, less those means)."""
+    mask = anchors(symbols.shape, symbols.device)
+    out = context(params, torch.where(mask, symbols, 0.0))
     return torch.where(mask, params, out)
 
 
@@ -125,8 +129,8 @@ def coding_order(
     anchor_params, other_params = split(torch.cat((scales, means), dim=1))
     anchor_y, other_y = split(y.to(scales.dtype))
     anchor_scales, anchor_means = anchor_params.chunk(2, dim=1)
-    anchor_hat = torch.round(anchor_y - anchor_means) + anchor_means
-    other_scales, other_means = context.other_params(other_params, anchor_hat).chunk(2, dim=1)
+    anchor_symbols = torch.round(anchor_y - anchor_means)
+    other_scales, other_means = context.other_params(other_params, anchor_symbols).chunk(2, dim=1)
     return [(anchor_y, anchor_scales, anchor_means), (other_y, other_scales, other_means)]
 
 
@@ -140,9 +144,9 @@ def decode(
     anchor_scales, anchor_means = anchor_params.chunk(2, dim=1)
     anchor_indexes = indexes_of(anchor_scales)
     anchor_symbols = read(anchor_indexes)
-    anchor_hat = anchor_symbols.to(anchor_means.dtype) + anchor_means
-    other_scales, other_means = context.other_params(other_params, anchor_hat).chunk(2, dim=1)
+    other_scales, other_means = context.other_params(other_params, anchor_symbols.to(anchor_means.dtype)).chunk(2, 1)
     other_indexes = indexes_of(other_scales)
     other_symbols = read(other_indexes)
+    anchor_hat = anchor_symbols.to(anchor_means.dtype) + anchor_means
     y_hat = merge(anchor_hat, other_symbols.to(other_means.dtype) + other_means)
     return y_hat, merge(anchor_indexes, other_indexes), merge(anchor_symbols, other_symbols)

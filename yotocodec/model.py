@@ -193,8 +193,8 @@ class YotoHyperprior(CompressionModel):
         scales, means = self.gaussian_params(z_hat, emb)
         if self.context is None:
             return scales, means
-        anchors = self.straight_through_latent(y, means)
-        params = checkerboard.refined(self.context, torch.cat((scales, means), dim=1), anchors.to(scales.dtype))
+        symbols = self.straight_through_latent(y, means) - means  # round(y − means), gradients straight through
+        params = checkerboard.refined(self.context, torch.cat((scales, means), dim=1), symbols.to(scales.dtype))
         scales, means = params.chunk(2, dim=1)
         return scales, means
 
