@@ -43,7 +43,7 @@ def test_coding_pass_gives_the_training_pass_parameters():
     full = checkerboard.refined(context, params, latent)
     anchor_params, other_params = checkerboard.split(params)
     with torch.inference_mode():
-        other = context.other_params(other_params, checkerboard.split(latent)[0])
+        other = context.other_params(anchor_params, other_params, checkerboard.split(latent)[0])
     full_anchors, full_others = checkerboard.split(full)
     assert torch.equal(full_anchors, anchor_params)  # anchors keep the hyperprior's parameters
     assert not torch.allclose(full_others, other_params)  # the others are refined...

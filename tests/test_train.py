@@ -320,6 +320,14 @@ def test_a_resumed_run_can_add_a_context_model_keeping_its_optimiser_state(image
     groups = [len(g["params"]) for g in saved["optimizer"]["param_groups"]]
     assert groups[0] == len(before["optimizer"]["param_groups"][0]["params"]) + 6  # conv, two 1×1 layers
     assert groups[1] == len(before["optimizer"]["param_groups"][1]["params"])  # the conditioning's group
+    faster = CliRunner().invoke(main, ["train", *common, "--resume", "--steps", "5", "--context-lr-factor", "10"])
+    assert faster.exit_code == 0, faster.output
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    groups = saved["optimizer"]["param_groups"]
+    sizes_before = [len(g["params"]) for g in before["optimizer"]["param_groups"]]
+    assert [len(g["params"]) for g in groups] == [*sizes_before, 6]  # the context's 6 moved to a group of their own
+    assert [g["lr_factor"] for g in groups] == [1.0, 0.5, 10.0] and saved["config"]["context_lr_factor"] == 10
+    assert all(len(saved["optimizer"]["state"][i]) for i in groups[2]["params"])  # the moved group kept its moments
     again = CliRunner().invoke(main, ["train", *common, "--resume", "--context", "none"])
     assert again.exit_code != 0 and "add a context model" in again.output
 

@@ -257,6 +257,9 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--context", type=click.Choice(CONTEXTS), default=ModelConfig.context, show_default=True,
                      help="Context model of the latent: none, or checkerboard (two-pass, He et al. 2021).  With "
                      "--init-from or --resume of a model without one, it is added so as to change nothing at first."),
+        click.option("--context-lr-factor", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+                     help="The context model's learning rate as a factor of --lr: above 1 for one added to a trained "
+                     "model, which starts at zero and has far to go."),
         click.option("--lambda-min", type=float, default=ModelConfig.lmbda_min, show_default=True),
         click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
@@ -303,9 +306,9 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --context (to add one), --steps (e.g. to "
-    "extend a finished run), --max-minutes and the λ range (--lambda-min/--lambda-max, e.g. to widen it) may be "
-    "changed.",
+    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --context (to add one), "
+    "--context-lr-factor, --steps (e.g. to extend a finished run), --max-minutes and the λ range "
+    "(--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")

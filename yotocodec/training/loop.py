@@ -189,9 +189,10 @@ def _resumed_model(
 
 def _restore_progress(run: Run, ckpt: dict, rank: int, world: int) -> None:
     """Optimiser moments, step, time and random streams of a resumed run."""
-    for opt, key in ((run.optimizer, "optimizer"), (run.aux_optimizer, "aux_optimizer")):
+    saved_main = _regrouped(ckpt["optimizer"], _grouping(run.model, ckpt["config"]), _grouping(run.model, run.cfg))
+    for opt, saved in ((run.optimizer, saved_main), (run.aux_optimizer, ckpt["aux_optimizer"])):
         factors = [group.get("lr_factor", 1.0) for group in opt.param_groups]
-        opt.load_state_dict(_with_added_parameters(ckpt[key], opt))
+        opt.load_state_dict(saved)
         # Loading restores the saved group settings; this run's flags and lr factors replace them (older runs saved
         # unfused flags and no factors).
         for group, factor in zip(opt.param_groups, factors, strict=True):
@@ -206,20 +207,21 @@ def _restore_progress(run: Run, ckpt: dict, rank: int, world: int) -> None:
         run.rng = np.random.default_rng([run.cfg.seed, rank, run.step])
 
 
-def _with_added_parameters(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
-    """A saved optimiser state made to fit ``optimizer``, whose groups may end in parameters added since (a context
-    model, :func:`~.surgery.add_context`): those start without moments, the others keep theirs."""
-    groups = optimizer.param_groups
-    if [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in groups]:
-        return saved
-    state, fitted, first = {}, [], 0
-    for saved_group, group in zip(saved["param_groups"], groups, strict=True):
-        ids = list(range(first, first + len(group["params"])))
-        kept = zip(saved_group["params"], ids[: len(saved_group["params"])], strict=True)  # new ones come last
-        state |= {new: saved["state"][old] for old, new in kept if old in saved["state"]}
-        fitted.append(saved_group | {"params": ids})
+def _regrouped(saved: dict, before: list[tuple[list[str], float]], now: list[tuple[list[str], float]]) -> dict:
+    """A saved state of the main optimiser laid out for this run's parameter groups (``now``; ``before``: the groups
+    it was saved with), matched by parameter name: a parameter may have moved to a group of its own (a new
+    ``--context-lr-factor``), and parameters added since (a context model, :func:`~.surgery.add_context`) start
+    without moments."""
+    saved_ids = {name: i for i, name in enumerate(n for names, _ in before for n in names)}
+    settings = {k: v for k, v in saved["param_groups"][0].items() if k != "params"}
+    state, groups, first = {}, [], 0
+    for names, factor in now:
+        ids = list(range(first, first + len(names)))
+        state |= {i: saved["state"][saved_ids[n]] for i, n in zip(ids, names, strict=True) if saved_ids.get(n) in
+                  saved["state"]}  # fmt: skip
+        groups.append(settings | {"params": ids, "lr_factor": factor})
         first += len(ids)
-    return {"state": state, "param_groups": fitted}
+    return {"state": state, "param_groups": groups}
 
 
 def train_step(run: Run, net: torch.nn.Module, x: Tensor, world: int) -> dict[str, Tensor]:
@@ -362,22 +364,36 @@ def _main_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
 
 
+def _main_names(model: YotoHyperprior) -> list[str]:
+    return [n for n, _ in model.named_parameters() if not n.endswith(".quantiles")]
+
+
 def _parameter_groups(model: YotoHyperprior, cfg: TrainConfig) -> list[dict]:
-    """The main optimiser's parameter groups, each with its ``lr_factor`` on the schedule: one group, or with
-    ``cfg.film_lr_factor`` the conditioning (λ embedding and FiLM heads) apart from the rest.
+    """The main optimiser's parameter groups, each with its ``lr_factor`` on the schedule (see :func:`_grouping`)."""
+    parameters = dict(model.named_parameters())
+    return [{"params": [parameters[n] for n in names], "lr_factor": factor} for names, factor in _grouping(model, cfg)]
+
+
+def _grouping(model: YotoHyperprior, cfg: TrainConfig | dict) -> list[tuple[list[str], float]]:
+    """Names of the main parameters in each optimiser group, with the group's lr factor, for a run's settings
+    (``cfg`` may be those saved in a checkpoint): one group, then with a ``film_lr_factor`` the conditioning (λ
+    embedding and FiLM heads) and with a ``context_lr_factor`` the context model, each apart from the rest; the
+    context's parameters only if the run's model had one.
 
     Adam moves every weight by about its learning rate a step whatever the gradient's size: for an exp(γ) scale that
-    is a small relative change, for a linear scale of 0.01 a large one (the first linear-FiLM run diverged).
+    is a small relative change, for a linear scale of 0.01 a large one (the first linear-FiLM run diverged); a context
+    model added to a trained one starts at zero and has far to go (docs/experiments.md).
     """
-    if cfg.film_lr_factor == 1.0:
-        return [{"params": _main_parameters(model), "lr_factor": 1.0}]
-    conditioning = {id(p) for m in model.modules() if isinstance(m, FiLM) for p in m.parameters()}
-    conditioning |= {id(p) for p in model.cond.parameters()}
-    main = _main_parameters(model)
-    return [
-        {"params": [p for p in main if id(p) not in conditioning], "lr_factor": 1.0},
-        {"params": [p for p in main if id(p) in conditioning], "lr_factor": cfg.film_lr_factor},
-    ]
+    settings = cfg if isinstance(cfg, dict) else asdict(cfg)
+    with_context = settings["model"].get("context", "none") != "none"
+    names = [n for n in _main_names(model) if with_context or not n.startswith("context.")]
+    film = {f"{m}.{n}" for m, module in model.named_modules() if isinstance(module, FiLM) for n, _ in
+            module.named_parameters()} | {n for n in names if n.startswith("cond.")}  # fmt: skip
+    apart = [(film, settings.get("film_lr_factor", 1.0))]
+    apart.append(({n for n in names if n.startswith("context.")}, settings.get("context_lr_factor", 1.0)))
+    apart = [(members, factor) for members, factor in apart if factor != 1.0 and members]
+    taken = set().union(*(members for members, _ in apart))
+    return [([n for n in names if n not in taken], 1.0)] + [([n for n in names if n in m], f) for m, f in apart]
 
 
 def _aux_parameters(model: YotoHyperprior) -> list[torch.nn.Parameter]:

@@ -33,6 +33,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     lambda_weighting: float = 0.5  # p in the per-example weight (λ_ref/λ)^p; see loss_weights
     film_lr_factor: float = 1.0  # the conditioning's (λ embedding, FiLM heads) learning rate, as a factor of lr
+    context_lr_factor: float = 1.0  # the context model's learning rate, as a factor of lr
     seed: int = 0
     checkpoint_minutes: float = 5.0
     log_every: int = 50
@@ -120,7 +121,7 @@ class ConflictingOptionsError(ValueError):
 # other crops, e.g. 256² × 2 against 128² × 8, is a paired run that keeps the optimiser's state).
 RESUMABLE = (
     "lr", "lambda_weighting", "ema_decay", "decoder_quantizer", "compile", "precision", "steps", "batch_size",
-    "patch_size",
+    "patch_size", "context_lr_factor",
 )  # fmt: skip
 # Command-line options of the model's own configuration, by the ModelConfig field they set.
 MODEL_OPTIONS = {
