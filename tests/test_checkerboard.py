@@ -39,22 +39,23 @@ def test_split_and_merge_are_inverse_and_anchors_are_the_even_squares():
 
 def test_coding_pass_gives_the_training_pass_parameters():
     context = with_context_in_use().context.double()
-    params, latent = torch.randn(1, 48, 8, 12, dtype=torch.float64), torch.randn(1, 24, 8, 12, dtype=torch.float64)
-    full = checkerboard.refined(context, params, latent)
-    anchor_params, other_params = checkerboard.split(params)
+    scales, means, latent = (torch.randn(1, 24, 8, 12, dtype=torch.float64) for _ in range(3))
+    full = torch.cat(checkerboard.refined(context, scales, means, latent), dim=1)
+    (anchor_scales, other_scales), (_, other_means) = checkerboard.split(scales), checkerboard.split(means)
     with torch.inference_mode():
-        other = context.other_params(anchor_params, other_params, checkerboard.split(latent)[0])
+        other = context.other_params(anchor_scales, other_scales, other_means, checkerboard.split(latent)[0])
     full_anchors, full_others = checkerboard.split(full)
-    assert torch.equal(full_anchors, anchor_params)  # anchors keep the hyperprior's parameters
-    assert not torch.allclose(full_others, other_params)  # the others are refined...
-    assert torch.allclose(full_others, other, rtol=0, atol=1e-12)  # ...the same way in both passes
+    assert torch.equal(full_anchors, checkerboard.split(torch.cat((scales, means), dim=1))[0])  # anchors: hyperprior's
+    assert not torch.allclose(full_others, torch.cat((other_scales, other_means), dim=1))  # the others are refined...
+    assert torch.allclose(full_others, torch.cat(other, dim=1), rtol=0, atol=1e-12)  # ...the same way in both passes
 
 
 def test_a_non_anchor_parameter_depends_only_on_neighbouring_anchors():
     context = with_context_in_use().context.double()
-    params, latent = torch.zeros(1, 48, 8, 8, dtype=torch.float64), torch.zeros(1, 24, 8, 8, dtype=torch.float64)
+    scales, means, latent = (torch.zeros(1, 24, 8, 8, dtype=torch.float64) for _ in range(3))
     latent.requires_grad_(True)
-    checkerboard.refined(context, params, latent)[0, :, 4, 3].sum().backward()  # a non-anchor position
+    refined = torch.cat(checkerboard.refined(context, scales, means, latent), dim=1)
+    refined[0, :, 4, 3].sum().backward()  # a non-anchor position
     reached = latent.grad.abs().sum(dim=(0, 1)) > 0
     assert reached.any() and not (reached & ~checkerboard.anchors(latent.shape)).any()
     assert not reached[:, :1].any() and not reached[:, 6:].any()  # 5×5 window only

@@ -91,19 +91,19 @@ class CheckerboardContext(nn.Module):
         first[channels, channels] = 1.0
         first[M + channels, channels] = -1.0
 
-    def forward(self, params: Tensor, anchor_symbols: Tensor) -> Tensor:
-        """Training: refined parameters at every position (those of anchors are to be ignored), from the symbols
-        with the non-anchor positions' zeroed."""
-        scales, means = params.chunk(2, dim=1)
+    def forward(self, scales: Tensor, means: Tensor, anchor_symbols: Tensor) -> tuple[Tensor, Tensor]:
+        """Training: refined scales and means at every position (those of anchors are to be ignored), from the
+        symbols with the non-anchor positions' zeroed."""
         context = self.prediction(anchor_symbols / scales.clamp(min=SCALE_FLOOR))
         return _refined(self.refinement(context), scales, means)
 
-    def other_params(self, anchor_params: Tensor, params: Tensor, anchor_symbols: Tensor) -> Tensor:
-        """Coding: the refined parameters of the non-anchor half, packed, from the anchors' parameters and symbols,
+    def other_params(
+        self, anchor_scales: Tensor, scales: Tensor, means: Tensor, anchor_symbols: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Coding: the refined scales and means of the non-anchor half, packed, from the anchors' scales and symbols,
         packed."""
-        anchor_scales = anchor_params[:, : anchor_symbols.shape[1]]
         context = self._context(anchor_symbols / anchor_scales.clamp(min=SCALE_FLOOR))
-        return _refined(in_bands(self.refinement, context, _call), *params.chunk(2, dim=1))
+        return _refined(in_bands(self.refinement, context, _call), scales, means)
 
     def _context(self, anchor_half: Tensor) -> Tensor:
         """The masked convolution at the non-anchor positions only, packed, from its 12 live taps only.
@@ -122,11 +122,11 @@ class CheckerboardContext(nn.Module):
         return torch.stack((on_even_rows, on_odd_rows), dim=-2).flatten(-3, -2)
 
 
-def _refined(change: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+def _refined(change: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
     """Scales times exp of the first half of ``change``, means plus scales times the second."""
     log_factor, shift = change.chunk(2, dim=1)
     floor = scales.clamp(min=SCALE_FLOOR)
-    return torch.cat((floor * torch.exp(log_factor), means + floor * shift), dim=1)
+    return floor * torch.exp(log_factor), means + floor * shift
 
 
 def _conv(x: Tensor, weight: Tensor, pad: tuple[int, int, int, int], bias: Tensor | None = None) -> Tensor:
@@ -142,12 +142,12 @@ def _call(layer: nn.Module, x: Tensor) -> Tensor:
     return layer(x)
 
 
-def refined(context: CheckerboardContext, params: Tensor, symbols: Tensor) -> Tensor:
-    """Training: ``params`` (``(B, 2M, H, W)``) with the non-anchor positions' refined from the anchors' ``symbols``
-    (the latent rounded around the hyperprior's means, less those means)."""
+def refined(context: CheckerboardContext, scales: Tensor, means: Tensor, symbols: Tensor) -> tuple[Tensor, Tensor]:
+    """Training: ``scales`` and ``means`` (``(B, M, H, W)``) with the non-anchor positions' refined from the
+    anchors' ``symbols`` (the latent rounded around the hyperprior's means, less those means)."""
     mask = anchors(symbols.shape, symbols.device)
-    out = context(params, torch.where(mask, symbols, 0.0))
-    return torch.where(mask, params, out)
+    new_scales, new_means = context(scales, means, torch.where(mask, symbols, 0.0))
+    return torch.where(mask, scales, new_scales), torch.where(mask, means, new_means)
 
 
 def coding_order(
@@ -155,11 +155,10 @@ def coding_order(
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Encoder: (values, scales, means) of the anchors, then of the other half with its parameters refined from the
     anchors as the decoder will have them (rounded around their means), all in the precision of ``scales``."""
-    anchor_params, other_params = split(torch.cat((scales, means), dim=1))
+    (anchor_scales, other_scales), (anchor_means, other_means) = split(scales), split(means)
     anchor_y, other_y = split(y.to(scales.dtype))
-    anchor_scales, anchor_means = anchor_params.chunk(2, dim=1)
     anchor_symbols = torch.round(anchor_y - anchor_means)
-    other_scales, other_means = context.other_params(anchor_params, other_params, anchor_symbols).chunk(2, dim=1)
+    other_scales, other_means = context.other_params(anchor_scales, other_scales, other_means, anchor_symbols)
     return [(anchor_y, anchor_scales, anchor_means), (other_y, other_scales, other_means)]
 
 
@@ -169,14 +168,12 @@ def decode(
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Decoder: ``(y_hat, indexes, symbols)`` of the latent whose halves ``read(indexes)`` returns in the order of
     :func:`coding_order`; ``indexes_of(scales)`` are the scale indexes."""
-    anchor_params, other_params = split(torch.cat((scales, means), dim=1))
-    anchor_scales, anchor_means = anchor_params.chunk(2, dim=1)
+    (anchor_scales, other_scales), (anchor_means, other_means) = split(scales), split(means)
     anchor_indexes = indexes_of(anchor_scales)
     anchor_symbols = read(anchor_indexes)
-    symbols = anchor_symbols.to(anchor_means.dtype)
-    other_scales, other_means = context.other_params(anchor_params, other_params, symbols).chunk(2, dim=1)
+    anchor_values = anchor_symbols.to(anchor_means.dtype)
+    other_scales, other_means = context.other_params(anchor_scales, other_scales, other_means, anchor_values)
     other_indexes = indexes_of(other_scales)
     other_symbols = read(other_indexes)
-    anchor_hat = anchor_symbols.to(anchor_means.dtype) + anchor_means
-    y_hat = merge(anchor_hat, other_symbols.to(other_means.dtype) + other_means)
+    y_hat = merge(anchor_values + anchor_means, other_symbols.to(other_means.dtype) + other_means)
     return y_hat, merge(anchor_indexes, other_indexes), merge(anchor_symbols, other_symbols)

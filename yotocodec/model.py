@@ -194,9 +194,7 @@ class YotoHyperprior(CompressionModel):
         if self.context is None:
             return scales, means
         symbols = self.straight_through_latent(y, means) - means  # round(y − means), gradients straight through
-        params = checkerboard.refined(self.context, torch.cat((scales, means), dim=1), symbols.to(scales.dtype))
-        scales, means = params.chunk(2, dim=1)
-        return scales, means
+        return checkerboard.refined(self.context, scales, means, symbols.to(scales.dtype))
 
     def straight_through_latent(self, y: Tensor, means: Tensor | None) -> Tensor:
         """``y`` rounded around ``means`` as the decoder will see it; the gradient passes straight through to ``y``."""

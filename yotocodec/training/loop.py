@@ -183,7 +183,7 @@ def _resumed_model(
     model = YotoHyperprior(saved)
     model.load_state_dict(ckpt["model"])
     if saved.context != cfg.model.context:
-        model = add_context(model, cfg.model.context, cfg.seed)
+        model = add_context(model, cfg.model.context)
     return model, ckpt.get("revived"), ckpt.get("frozen"), ckpt.get("before", {})
 
 

@@ -148,7 +148,7 @@ def starting_model(
     if init.config.film == "exp" and config.film == "linear":
         init = linearise(init)
     if init.config.context == "none" and config.context != "none":
-        init = add_context(init, config.context, seed)
+        init = add_context(init, config.context)
     if same_network(init.config, config):
         return init.train(), torch.zeros(init.config.M, dtype=torch.bool)
     if same_network(replace(init.config, N=config.N, M=config.M), config):
@@ -157,10 +157,10 @@ def starting_model(
     raise ValueError(f"{source} has configuration {init.config}, not {config}")
 
 
-def add_context(model: YotoHyperprior, context: str, seed: int = 0) -> YotoHyperprior:
+def add_context(model: YotoHyperprior, context: str) -> YotoHyperprior:
     """A copy of ``model`` (which has none) with a ``context`` model that starts out changing nothing: its last
-    layer is zero (:mod:`yotocodec.checkerboard`), so the copy codes exactly as ``model`` until training moves it."""
-    torch.manual_seed(seed)
+    layer is zero (:mod:`yotocodec.checkerboard`, whose starting weights are fixed, not drawn), so the copy codes
+    exactly as ``model`` until training moves it."""
     given = YotoHyperprior(replace(model.config, context=context))
     missing, unexpected = given.load_state_dict(model.state_dict(), strict=False)
     if unexpected or not all(name.startswith("context.") for name in missing):
