@@ -83,3 +83,16 @@ def quality_gaps(
     lo, hi = max(ref.x[0], test.x[0]), min(ref.x[-1], test.x[-1])
     rates = np.unique(np.concatenate([ref.x, test.x]))
     return [(float(np.exp(x)), float(test(x) - ref(x))) for x in rates[(rates >= lo) & (rates <= hi)]]
+
+
+def rate_changes(
+    rate_ref: Sequence[float], dist_ref: Sequence[float], rate_test: Sequence[float], dist_test: Sequence[float]
+) -> list[float]:
+    """At each test point, its rate against the reference curve's at the same quality, in percent; nan where the
+    point's quality lies outside the reference's range.  Where a BD-rate averages, this shows where a codec wins."""
+    ref = _curve(dist_ref, _log(rate_ref))
+    changes = []
+    for rate, dist in zip(rate_test, dist_test, strict=True):
+        inside = ref is not None and math.isfinite(dist) and ref.x[0] <= dist <= ref.x[-1]
+        changes.append(math.expm1(math.log(rate) - float(ref(dist))) * 100 if inside else math.nan)
+    return changes

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .anchors import Anchor
-from .bd import METHOD, bd_psnr, bd_rate, msssim_db
+from .bd import METHOD, bd_psnr, bd_rate, msssim_db, rate_changes
 
 REFERENCES = {"jpeg420": "JPEG 4:2:0", "model": "single model"}
 AVERAGING = (
@@ -127,6 +127,7 @@ def summary_markdown(results: dict, anchors: list[Anchor], notes: list[str]) -> 
     ]
     if "model" in codecs:
         lines += _model_section(codecs["model"])
+        lines += _model_against_codecs(codecs)
     if "baselines" in codecs:
         lines += _baselines_section(codecs)
     if anchors and any(ref in codecs for ref in REFERENCES):
@@ -203,6 +204,31 @@ def _model_section(entry: dict) -> list[str]:
             f"| {r['setting']:g} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['ms_ssim_db']:.2f} | "
             f"{score(r.get('ssimulacra2'))} | {r['enc_s']:.3f} | {r['dec_s']:.3f} |"
         )
+    return lines
+
+
+def _model_against_codecs(codecs: dict[str, dict]) -> list[str]:
+    """Bits of the single model against each measured codec at the same PSNR, quality by quality."""
+    others = [key for key in codecs if key not in ("model", "baselines")]
+    if not others:
+        return []
+    rows = model_rows(codecs["model"])
+    changes = {
+        key: rate_changes(*curve(codecs[key], "psnr"), [r["bpp"] for r in rows], [r["psnr"] for r in rows])
+        for key in others
+    }
+    lines = [
+        "",
+        "Bits of the single model against each codec for the same PSNR, at the model's qualities (each codec's curve "
+        "interpolated as for the BD-rates; n/a outside its range). A BD-rate averages over the shared range; this "
+        "shows where along it each codec wins.",
+        "",
+        "| quality | PSNR (dB) | " + " | ".join(codecs[key]["label"] for key in others) + " |",
+        "|---" * (2 + len(others)) + "|",
+    ]
+    for i, r in enumerate(rows):
+        cells = [_cell("rate", _nan_to_none(changes[key][i])) for key in others]
+        lines.append(f"| {r['setting']:g} | {r['psnr']:.2f} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -506,6 +506,27 @@ def test_the_gap_of_a_model_to_itself_is_zero_and_the_command_finds_the_finetune
     assert run.exit_code == 1 and "outside the model's range" in run.output
 
 
+def test_rate_changes_are_read_at_each_test_point_on_the_reference_curve():
+    from benchmarks.bd import rate_changes
+
+    rates, psnrs = [0.1, 0.2, 0.4, 0.8], [26.0, 29.0, 32.0, 34.0]
+    changes = rate_changes(rates, psnrs, [0.09, 0.3, 1.2], [25.0, 29.0, 34.0])
+    assert math.isnan(changes[0])  # 25 dB: below the reference's range
+    assert changes[1:] == pytest.approx([50.0, 50.0])  # 1.5x the reference's rate at the same PSNR
+
+
+def test_summary_tabulates_the_single_models_bits_against_each_codec_per_quality():
+    results = _rd_results()
+    results.update(meta={"date": "-", "cpu": "-", "command": "-"}, bd=bd_table(results["codecs"]))
+    results["dataset"]["fingerprint"] = "0" * 64
+    results["codecs"]["model"].update(lmbda_min=0.001, lmbda_max=1.0, meta={"torch_threads": 1, "cpu": "-"})
+    for entry in results["codecs"].values():
+        entry.update(library="-", settings="-", parameter="quality")
+    rows = summary_markdown(results, [], []).splitlines()
+    assert "| quality | PSNR (dB) | JPEG 4:2:0 | WebP |" in rows
+    assert "| 40 | 31.80 | -20.0 % | -11.1 % |" in rows  # 0.8x JPEG's rates and 0.8/0.9x WebP's at the same PSNR
+
+
 def _old_point(setting: float, bpp: float, psnr: float) -> dict:
     """An RD point as rd.json stored it before SSIMULACRA2 was measured."""
     return {"setting": setting, "num_bytes": 1, "bpp": bpp, "psnr": psnr, "ms_ssim": 1 - 10 ** (-psnr / 20),
