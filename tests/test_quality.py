@@ -47,7 +47,7 @@ def test_out_of_range_requests_are_refused():
     for quality in (-1, 101, float("nan")):
         with pytest.raises(YotoError, match="quality must be between 0 and 100"):
             code_for_quality(quality)
-    assert code_for_quality(None) == round(0.75 * LAMBDA_CODE_MAX)
+    assert code_for_quality(None) == round(0.5 * LAMBDA_CODE_MAX)
 
 
 def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):

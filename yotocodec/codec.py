@@ -56,7 +56,7 @@ def encode(
     model: ModelLike = None,
     effort: int = 0,
 ) -> bytes:
-    """Compress a Pillow image to ``.yoto`` bytes at ``quality`` (0–100, default 75) or at an explicit λ.
+    """Compress a Pillow image to ``.yoto`` bytes at ``quality`` (0–100, default 50) or at an explicit λ.
 
     ``effort`` 1–3 refines the latent of this image by gradient steps on its own rate–distortion loss (slower
     encoding, smaller files at the same quality); files decode the same way whatever the effort.  The image's ICC
