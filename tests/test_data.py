@@ -1,4 +1,5 @@
-"""Training patches: shape and range, what a crop is made of, reproducibility, and the device they are cut on."""
+"""Training patches: shape and range, what a crop is made of, reproducibility, the device they are cut on, and the
+preference for detail."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import synthetic
+from PIL import Image
 
-from yotocodec.training.data import PatchSampler, image_to_tensor
+from yotocodec.training.data import PatchSampler, detail, image_to_tensor
 
 
 @pytest.fixture
@@ -51,3 +53,22 @@ def test_patches_are_cut_on_the_device_that_keeps_the_images(image_dir):
     sampler = PatchSampler(image_dir, 64, progress=False, device="meta")
     assert all(image.device.type == "meta" for image in sampler.images)
     assert sampler.sample(3, np.random.default_rng(0)).device.type == "meta"
+
+
+def test_more_candidates_draw_busier_patches(tmp_path):
+    """With several candidates a patch is the most detailed crop: a busy photo wins over a smooth one."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "busy.png")
+    synthetic(64, 64, seed=1).resize((16, 16)).resize((64, 64)).save(tmp_path / "smooth.png")
+    sampler = PatchSampler(tmp_path, 64, scale_range=(1.0, 1.0), progress=False)
+    busy = detail(image_to_tensor(sampler.images[0].numpy()))  # the images are in sorted order: busy, smooth
+    assert busy > 100 * detail(image_to_tensor(sampler.images[1].numpy()))
+
+    def busy_share(candidates: int) -> float:
+        sampler.candidates = candidates
+        patches = sampler.sample(32, np.random.default_rng(3))
+        return np.mean([detail(patch[None]) == pytest.approx(busy) for patch in patches])
+
+    assert 0.25 < busy_share(1) < 0.75 and busy_share(2) > busy_share(1) and busy_share(6) > 0.95
+    with pytest.raises(ValueError, match="candidates must be at least 1"):
+        PatchSampler(tmp_path, 64, candidates=0, progress=False)

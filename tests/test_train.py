@@ -300,10 +300,11 @@ def test_a_resumed_run_can_train_on_other_crops(image_dir, tmp_path):
                                       "--patch-size", "64"])  # fmt: skip
     assert first.exit_code == 0, first.output
     run = CliRunner().invoke(main, ["train", *common, "--resume", "--steps", "3", "--batch-size", "1",
-                                    "--patch-size", "128"])  # fmt: skip
+                                    "--patch-size", "128", "--detail-candidates", "2"])  # fmt: skip
     assert run.exit_code == 0, run.output
     saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert (saved["step"], saved["config"]["batch_size"], saved["config"]["patch_size"]) == (3, 1, 128)
+    assert saved["config"]["detail_candidates"] == 2
 
 
 def test_a_resumed_run_can_add_a_context_model_keeping_its_optimiser_state(image_dir, tmp_path):

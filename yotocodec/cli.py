@@ -264,6 +264,9 @@ def recipe_options(command: Callable) -> Callable:
         click.option("--lambda-max", type=float, default=ModelConfig.lmbda_max, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
         click.option("--patch-size", type=int, default=128, show_default=True),
+        click.option("--detail-candidates", type=click.IntRange(1), default=1, show_default=True,
+                     help="Train each patch on the most detailed of this many random crops (2: about as busy as "
+                     "Kodak; the training photos are smoother)."),
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--lambda-weighting", type=float, default=0.5, show_default=True,
                      help="Weight each example's loss by (λ_ref/λ)^P so low-rate examples are not drowned out."),
@@ -306,9 +309,9 @@ def recipe_options(command: Callable) -> Callable:
     "--resume",
     is_flag=True,
     help="Continue the run in --run-dir with its own settings; only --lr, --lambda-weighting, --ema-decay, "
-    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --context (to add one), "
-    "--context-lr-factor, --steps (e.g. to extend a finished run), --max-minutes and the λ range "
-    "(--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
+    "--decoder-quantizer, --compile, --precision, --batch-size, --patch-size, --detail-candidates, "
+    "--context (to add one), --context-lr-factor, --steps (e.g. to extend a finished run), --max-minutes and the "
+    "λ range (--lambda-min/--lambda-max, e.g. to widen it) may be changed.",
 )
 @recipe_options
 @click.option("--fixed-lambda", type=float, default=None, help="Train an ordinary single-λ model at this λ.")

@@ -4,6 +4,11 @@ Two CPU cores cannot afford to decode JPEGs in the training loop, so every image
 each patch is a random crop of ``patch / s`` pixels resized to ``patch`` (antialiased) for a fresh random
 ``s`` in ``scale_range``: downscaling hides the JPEG block artefacts of the source photos.  The decoded images are
 kept on the training device and the patches are cut there, so a GPU does not wait for the CPU to prepare them.
+
+The training photos are smoother than the photos a codec is judged on: the detail a 2× bicubic down-and-up resample
+loses (as a PSNR) is 30.9 dB on average over random 256² training crops against 28.8 dB over Kodak's centre crops,
+and the shipped model's top flattens on busy photos.  ``candidates`` > 1 keeps the most detailed of that many crops
+(best of 2: 29.1 dB, close to Kodak's).
 """
 
 from __future__ import annotations
@@ -49,13 +54,17 @@ class PatchSampler:
         root: str | Path,
         patch: int = 128,
         scale_range: tuple[float, float] = (0.5, 0.75),
+        candidates: int = 1,
         rank: int = 0,
         world_size: int = 1,
         progress: bool = True,
         device: torch.device | str = "cpu",
     ) -> None:
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, not {candidates}")
         self.patch = patch
         self.scale_range = scale_range
+        self.candidates = candidates
         files = list_images(root)[rank::world_size]
         self.images = [
             torch.from_numpy(img).to(device)
@@ -73,6 +82,11 @@ class PatchSampler:
         return torch.cat([self._one(rng) for _ in range(batch_size)])
 
     def _one(self, rng: np.random.Generator) -> Tensor:
+        if self.candidates == 1:  # one crop, drawn exactly as before the option existed
+            return self._crop(rng)
+        return max((self._crop(rng) for _ in range(self.candidates)), key=detail)
+
+    def _crop(self, rng: np.random.Generator) -> Tensor:
         img = self.images[rng.integers(len(self.images))]
         h, w = img.shape[:2]
         # The crop must fit, so small images get a scale closer to 1 than the range asks for.
@@ -85,3 +99,10 @@ class PatchSampler:
         if rng.random() < 0.5:
             crop = crop.flip(-1)
         return crop.clamp_(0, 1)
+
+
+def detail(patch: Tensor) -> float:
+    """How much fine detail a ``(1, 3, H, W)`` patch holds: the mean squared difference between it and its 2×
+    bicubic down-and-up resample (what a smooth picture lacks)."""
+    down = F.interpolate(patch, scale_factor=0.5, mode="bicubic", antialias=True)
+    return (F.interpolate(down, size=patch.shape[-2:], mode="bicubic") - patch).square().mean().item()

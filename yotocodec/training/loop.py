@@ -97,9 +97,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[YotoHyperprior, dict
     run_dir.mkdir(parents=True, exist_ok=True)
     new_run = not (run_dir / CHECKPOINT_NAME).exists()
     run = start_run(cfg, rank, world, device)
-    sampler = PatchSampler(
-        cfg.data, cfg.patch_size, rank=rank, world_size=world, progress=progress and is_main, device=device
-    )
+    shard = {"rank": rank, "world_size": world, "progress": progress and is_main, "device": device}
+    sampler = PatchSampler(cfg.data, cfg.patch_size, candidates=cfg.detail_candidates, **shard)
     val_images = []
     if is_main and cfg.val_dir and Path(cfg.val_dir).is_dir():
         val_images = [load_rgb(p) for p in list_images(cfg.val_dir)[: cfg.val_images]]

@@ -25,6 +25,7 @@ class TrainConfig:
     fixed_lambda: float | None = None
     batch_size: int = 8
     patch_size: int = 128
+    detail_candidates: int = 1  # > 1: each patch is the most detailed of this many crops (data.PatchSampler)
     lr: float = 1e-3
     aux_lr: float = 1e-3
     warmup_steps: int = 500
@@ -121,7 +122,7 @@ class ConflictingOptionsError(ValueError):
 # other crops, e.g. 256² × 2 against 128² × 8, is a paired run that keeps the optimiser's state).
 RESUMABLE = (
     "lr", "lambda_weighting", "ema_decay", "decoder_quantizer", "compile", "precision", "steps", "batch_size",
-    "patch_size", "context_lr_factor",
+    "patch_size", "detail_candidates", "context_lr_factor",
 )  # fmt: skip
 # Command-line options of the model's own configuration, by the ModelConfig field they set.
 MODEL_OPTIONS = {
