@@ -20,7 +20,7 @@ from PIL import Image
 from skimage import data as photos
 
 import yotocodec
-from yotocodec.codec import embedding, hyper_latent_shape
+from yotocodec.codec import embedding, latent_shapes
 from yotocodec.container import unpack
 from yotocodec.loading import model_for_file
 
@@ -50,7 +50,7 @@ def symbols_digest(data: bytes, model: yotocodec.codec.ModelLike = None) -> str:
     header, strings = unpack(data)
     net = model_for_file(header.model_id, model)
     with torch.inference_mode():
-        _, symbols = net.decode_latent(strings[:2], hyper_latent_shape(net, header), embedding(net, header.lmbda_code))
+        _, symbols = net.decode_latent(strings[:2], latent_shapes(net, header), embedding(net, header.lmbda_code))
     digest = hashlib.sha256()
     for name in ("z", "indexes", "y"):
         digest.update(name.encode())

@@ -89,13 +89,14 @@ def test_files_decode_to_the_latent_the_encoder_quantised(tmp_path, size):
     assert decoded.shape == (size[1], size[0], 3)
 
     net = yotocodec.load_model(path)
-    y = torch.randn(1, 24, 8, 12, dtype=torch.float32) * 4
+    y = torch.randn(1, 24, 6, 10, dtype=torch.float32) * 4  # not a multiple of h_a's stride: padded for it
     emb = net.embed(torch.tensor([0.02], dtype=torch.float64))
-    strings, z_shape = net.compress_latent(y, emb)
+    strings, shapes = net.compress_latent(y, emb)
+    assert shapes == ((6, 10), (2, 3))
     for coder in (None, isolation.decoder()):
-        y_hat, parts = net.decode_latent(strings, z_shape, emb, coder)
-        z_hat = net.entropy_bottleneck.decompress([strings[1]], z_shape)
-        scales, means = net.gaussian_params(z_hat, emb)
+        y_hat, parts = net.decode_latent(strings, shapes, emb, coder)
+        z_hat = net.entropy_bottleneck.decompress([strings[1]], shapes.z)
+        scales, means = net.gaussian_params(z_hat, emb, shapes.y)
         coded = checkerboard.coding_order(net.context, y, scales, means)
         expected = checkerboard.merge(*(torch.round(v - m) + m for v, _, m in coded))
         assert torch.equal(y_hat, expected)

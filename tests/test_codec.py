@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import bare_profile, photo_crop, sane_psnr, srgb_profile, synthetic
 from PIL import Image
 
 import yotocodec
+from yotocodec.codec import embedding, latent_shapes
 from yotocodec.container import Header, pack, unpack
 from yotocodec.metrics import psnr
 
@@ -24,6 +27,22 @@ def test_round_trip_sizes(model, size):
     assert decoded.mode == "RGB"
     if min(size) >= 17:  # a 1-pixel image has no structure worth scoring
         assert rgb_psnr(image, decoded) > sane_psnr(np.asarray(image.convert("RGB")))
+
+
+def test_padding_to_the_transform_stride_only(model):
+    """Format 3 pads an image to a multiple of 16, not 64: a 70×45 image codes a 5×3 latent (version 2: 8×4), and
+    the file is smaller than that of the same image padded to 128×64 beforehand."""
+    image = photo_crop(70, 45)
+    data = yotocodec.encode(image, 50, model=model)
+    header, strings = unpack(data)
+    assert header.version == 3 and latent_shapes(model, header) == ((3, 5), (1, 2))
+    y_hat, symbols = model.decode_latent(strings[:2], latent_shapes(model, header), embedding(model, header.lmbda_code))
+    assert y_hat.shape[-2:] == symbols["y"].shape[-2:] == (3, 5) and symbols["z"].shape[-2:] == (1, 2)
+    padded = Image.fromarray(np.pad(np.asarray(image), ((9, 10), (29, 29), (0, 0)), mode="edge"))  # as version 2
+    assert len(strings[0]) < len(unpack(yotocodec.encode(padded, 50, model=model))[1][0])
+    assert yotocodec.decode(data, model=model).size == (70, 45)
+    old = replace(header, version=2)  # the same size in a version-2 file: the latent geometry it was written with
+    assert latent_shapes(model, old) == ((4, 8), (1, 2))
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])

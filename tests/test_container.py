@@ -129,7 +129,7 @@ def test_round_trip_accepts_bytes_like() -> None:
 def test_layout_matches_the_spec() -> None:
     data = pack(HEADER, [b"y" * 20, b"z" * 5])
     assert data == raw_file()
-    assert data[:13] == b"YOTO\x02\x01\x23\xab\xcd\x04\xd2\x01\x00"
+    assert data[:13] == b"YOTO\x03\x01\x23\xab\xcd\x04\xd2\x01\x00"
 
 
 @pytest.mark.parametrize(
@@ -146,8 +146,18 @@ def test_the_flags_byte_says_which_metadata_is_stored(icc: bool, exif: bool, fla
 def test_version_1_files_still_read() -> None:
     """Version 1 is version 2 without the flags byte: files written before colour profiles existed still decode."""
     data = raw_file(version=1, flags=b"")
-    assert unpack(data) == (HEADER, [b"y" * 20, b"z" * 5])
-    assert read_header(data) == (HEADER, len(data) - 25)
+    assert unpack(data) == (replace(HEADER, version=1), [b"y" * 20, b"z" * 5])
+    assert read_header(data) == (replace(HEADER, version=1), len(data) - 25)
+
+
+def test_version_2_files_read_as_version_2() -> None:
+    """Version 3 has version 2's layout; the header says which one a file is, since the codec's geometry differs."""
+    data = raw_file(version=2)
+    assert unpack(data) == (replace(HEADER, version=2), [b"y" * 20, b"z" * 5])
+    with pytest.raises(ValueError, match="writes format version 3 only"):
+        pack(replace(HEADER, version=2), [b"y"])
+    with pytest.raises(YotoError, match="unknown format version 4"):
+        replace(HEADER, version=4)
 
 
 def test_the_examples_in_the_format_document() -> None:
@@ -246,12 +256,12 @@ def test_bad_magic(magic: bytes) -> None:
         unpack(raw_file(magic=magic))
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])
+@pytest.mark.parametrize("version", [0, 4, 255])
 def test_unsupported_version(version: int) -> None:
-    match = rf"unsupported format version {version} \(this yotocodec reads versions 1 and 2\)"
+    match = rf"unsupported format version {version} \(this yotocodec reads versions 1, 2 and 3\)"
     with pytest.raises(YotoError, match=match) as error:
         unpack(raw_file(version=version))
-    assert ("written by a newer yotocodec: upgrade to read it" in str(error.value)) == (version > 2)
+    assert ("written by a newer yotocodec: upgrade to read it" in str(error.value)) == (version > 3)
 
 
 @pytest.mark.parametrize("mode_code", [4, 255])

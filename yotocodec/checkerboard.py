@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .bands import in_bands
 
 KERNEL = 5
+GRID = 2  # the latent's height and width must be multiples of this: the two halves pack side by side (split)
 SCALE_FLOOR = 0.11  # the least scale of CompressAI's GaussianConditional (scale_bound): below it every scale is it
 
 

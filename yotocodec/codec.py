@@ -17,16 +17,16 @@ import torch
 from compressai.ops import compute_padding
 from PIL import Image
 
-from . import isolation
-from .container import Header, Payload, read, write
+from . import checkerboard, isolation
+from .container import FORMAT_VERSION, Header, Payload, read, write
 from .errors import YotoError
 from .loading import ModelLike, model_for_file, resolve
 from .metadata import stored_metadata
-from .model import YotoHyperprior, precision
+from .model import LatentShapes, YotoHyperprior, precision
 from .pixels import split_image
 from .quality import code_for_lambda, code_for_quality, lambda_of
 from .refine import refine_latent
-from .tiling import analysis, synthesis
+from .tiling import STRIDE, analysis, synthesis
 
 
 def lambda_from_code(model: YotoHyperprior, code: int) -> float:
@@ -67,7 +67,7 @@ def encode(
     rgb, alpha, mode, metadata = split_image(image)
     h, w = rgb.shape[:2]
     emb = embedding(net, code)
-    y = _latent(net, rgb, emb, code, effort)
+    y = _latent(net, rgb, emb, code, effort, pixel_multiple(net, FORMAT_VERSION))
     del rgb  # not needed past g_a: 72 MB of the peak on a 24-megapixel photo
     (y_string, z_string), _ = net.compress_latent(y, emb)
     alpha_string = None if alpha is None else zlib.compress(alpha.tobytes(), 9)
@@ -76,10 +76,12 @@ def encode(
     return write(header, payload)
 
 
-def _latent(net: YotoHyperprior, rgb: np.ndarray, emb: torch.Tensor, code: int, effort: int) -> torch.Tensor:
-    """``g_a`` of the pixels padded to the model's multiple (edge-replicated), refined at ``effort``."""
+def _latent(
+    net: YotoHyperprior, rgb: np.ndarray, emb: torch.Tensor, code: int, effort: int, multiple: int
+) -> torch.Tensor:
+    """``g_a`` of the pixels padded to ``multiple`` (edge-replicated, centred), refined at ``effort``."""
     h, w = rgb.shape[:2]
-    left, right, top, bottom = compute_padding(h, w, min_div=net.downsampling_factor)[0]
+    left, right, top, bottom = compute_padding(h, w, min_div=multiple)[0]
     padded = np.pad(rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
     y = analysis(net, padded, emb)
     if effort:
@@ -101,10 +103,10 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
     header, payload = read(bytes(data))
     metadata = stored_metadata(payload.icc_profile, payload.exif)
     net = model_for_file(header.model_id, model)
-    left, _, top, _ = compute_padding(header.height, header.width, min_div=net.downsampling_factor)[0]
+    multiple = pixel_multiple(net, header.version)
+    left, _, top, _ = compute_padding(header.height, header.width, min_div=multiple)[0]
     emb = embedding(net, header.lmbda_code)
-    shape = hyper_latent_shape(net, header)
-    y_hat = net.decompress_latent([payload.y, payload.z], shape, emb, isolation.decoder())
+    y_hat = net.decompress_latent([payload.y, payload.z], latent_shapes(net, header), emb, isolation.decoder())
     rgb = synthesis(net, y_hat, emb)[top : top + header.height, left : left + header.width]
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if header.mode in ("L", "LA"):
@@ -115,10 +117,24 @@ def decode(data: bytes, *, model: ModelLike = None) -> Image.Image:
     return image
 
 
-def hyper_latent_shape(net: YotoHyperprior, header: Header) -> tuple[int, int]:
-    """Height and width of ``z`` for an image of the header's size (padded to the model's total stride)."""
-    step = net.downsampling_factor
-    return (header.height + step - 1) // step, (header.width + step - 1) // step
+def pixel_multiple(net: YotoHyperprior, version: int) -> int:
+    """What each side of an image is padded to before ``g_a``, in a file of this format version.
+
+    Up to version 2, to the stride of ``g_a`` and ``h_a`` together (64): a 640×480 photo was coded as 640×512.  From
+    version 3 only to ``g_a``'s (16; 32 for a checkerboard context, which needs an even latent), and the latent is
+    padded for ``h_a`` instead (``hyper_input`` in :mod:`yotocodec.model`): padded rows and columns cost bits, and
+    this way there are at most 15 (31) of them, not 63.
+    """
+    if version <= 2:
+        return net.downsampling_factor
+    return STRIDE * (checkerboard.GRID if net.context is not None else 1)
+
+
+def latent_shapes(net: YotoHyperprior, header: Header) -> LatentShapes:
+    """Heights and widths of ``y`` and ``z`` in a file with this header."""
+    multiple, hyper = pixel_multiple(net, header.version), net.hyper_stride
+    y = tuple(-(-side // multiple) * multiple // STRIDE for side in (header.height, header.width))
+    return LatentShapes(y, tuple(-(-side // hyper) for side in y))
 
 
 def _inflate_alpha(data: bytes, width: int, height: int) -> np.ndarray:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from .errors import YotoError
 
 MAGIC = b"YOTO"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 is version 2 without the flags byte (no metadata)
+FORMAT_VERSION = 3
+# Version 1 is version 2 without the flags byte (no metadata); version 3 has version 2's layout and pads the image
+# only to a multiple of 16 (the codec's latent geometry, docs/FORMAT.md).
+READABLE_VERSIONS = (1, 2, 3)
 FLAG_ICC_PROFILE = 0x01  # an ICC colour profile follows the coded strings
 FLAG_EXIF = 0x02  # an EXIF block follows them (after the profile, if both)
 MODES = ("L", "RGB", "LA", "RGBA")
@@ -62,6 +64,7 @@ class Header:
     mode: str
     has_icc_profile: bool = False
     has_exif: bool = False
+    version: int = FORMAT_VERSION  # the format version a file was read in (the codec's geometry depends on it)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not _MODEL_ID.fullmatch(self.model_id):
@@ -78,6 +81,8 @@ class Header:
         for name in ("has_icc_profile", "has_exif"):
             if not isinstance(getattr(self, name), bool):
                 raise YotoError(f"invalid header: {name} must be a bool, got {getattr(self, name)!r}")
+        if self.version not in READABLE_VERSIONS:
+            raise YotoError(f"invalid header: unknown format version {self.version!r}")
 
     def optional_strings(self) -> tuple[bool, bool, bool]:
         """Which of the optional strings (alpha, ICC profile, EXIF block) a file with this header holds."""
@@ -152,6 +157,8 @@ def read(data: bytes) -> tuple[Header, Payload]:
 
 def pack(header: Header, strings: Sequence[bytes]) -> bytes:
     """Serialise a header and its 1–8 strings into one self-checking file."""
+    if header.version != FORMAT_VERSION:
+        raise ValueError(f"this yotocodec writes format version {FORMAT_VERSION} only, not {header.version}")
     if not 1 <= len(strings) <= MAX_STRINGS:
         raise YotoError(f"a yotocodec file holds 1 to {MAX_STRINGS} strings, got {len(strings)}")
     for i, string in enumerate(strings):
@@ -184,7 +191,7 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
     if magic != MAGIC:
         raise YotoError("not a yotocodec file (bad magic bytes)")
     if version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         newer = "; it was written by a newer yotocodec: upgrade to read it" if version > FORMAT_VERSION else ""
         raise YotoError(f"unsupported format version {version} (this yotocodec reads versions {readable}){newer}")
     if mode_code >= len(MODES):
@@ -214,7 +221,7 @@ def _parse_header(data: memoryview) -> tuple[Header, list[int], int]:
     if pos + _CRC.size > len(data):
         raise YotoError("truncated header: file ends inside the CRC32 field")
     has_icc_profile, has_exif = bool(flags & FLAG_ICC_PROFILE), bool(flags & FLAG_EXIF)
-    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code], has_icc_profile, has_exif)
+    header = Header(model_id.hex(), lmbda_code, width, height, MODES[mode_code], has_icc_profile, has_exif, version)
     return header, lengths, pos
 
 

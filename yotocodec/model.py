@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,10 +82,18 @@ class ConditionalSequential(nn.Sequential):
         return layer(x, emb) if isinstance(layer, FiLM) else layer(x)
 
 
+class LatentShapes(NamedTuple):
+    """Height and width of the latent ``y`` and of the hyper-latent ``z``: what decoding needs besides the strings."""
+
+    y: tuple[int, int]
+    z: tuple[int, int]
+
+
 class YotoHyperprior(CompressionModel):
     """Scale or mean-scale hyperprior whose transforms are FiLM-conditioned on λ."""
 
-    downsampling_factor = 64  # 2**4 in g_a times 2**2 in h_a: images are padded to a multiple of this
+    downsampling_factor = 64  # 2**4 in g_a times 2**2 in h_a
+    hyper_stride = 4  # h_a's: a latent of another size is padded to a multiple of it (hyper_input)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -148,12 +157,22 @@ class YotoHyperprior(CompressionModel):
         return self.eval()
 
     def hyper_input(self, y: Tensor) -> Tensor:
+        """What ``h_a`` reads: ``y`` (``|y|`` for the scale hyperprior), edge-replicated at the bottom and right to a
+        multiple of ``h_a``'s stride.  An image padded only to ``g_a``'s stride (format 3) gives a latent of any size,
+        and its padding then costs the rate of a few latent rows, not of up to 48 rows of pixels."""
+        rows, cols = (-side % self.hyper_stride for side in y.shape[-2:])
+        y = F.pad(y, (0, cols, 0, rows), mode="replicate") if rows or cols else y
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
-    def gaussian_params(self, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
+    def gaussian_params(
+        self, z_hat: Tensor, emb: Tensor, shape: tuple[int, ...] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Scales (and means) of y from ``h_s``, computed in bands of rows so that memory stays bounded on large
-        images (:mod:`yotocodec.bands`); on small ones, and in training, in one piece."""
+        images (:mod:`yotocodec.bands`); on small ones, and in training, in one piece.  ``shape``: y's height and
+        width, if smaller than ``h_s``'s output (see :meth:`hyper_input`)."""
         params = in_bands(self.h_s, z_hat, lambda layer, x: ConditionalSequential.run(layer, x, emb))
+        if shape is not None:
+            params = params[..., : shape[0], : shape[1]]
         if self.config.arch == "mean-scale":
             scales, means = params.chunk(2, dim=1)
             return scales, means
@@ -190,7 +209,7 @@ class YotoHyperprior(CompressionModel):
     def y_params(self, y: Tensor, z_hat: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
         """Training and encoder effort: scales (and means) of ``y``; with a context model, those of the non-anchor
         positions refined from the anchors of ``y`` rounded around their means, as the decoder will have them."""
-        scales, means = self.gaussian_params(z_hat, emb)
+        scales, means = self.gaussian_params(z_hat, emb, y.shape[-2:])
         if self.context is None:
             return scales, means
         symbols = self.straight_through_latent(y, means) - means  # round(y − means), gradients straight through
@@ -200,8 +219,8 @@ class YotoHyperprior(CompressionModel):
         """``y`` rounded around ``means`` as the decoder will see it; the gradient passes straight through to ``y``."""
         return y + (self.gaussian_conditional.quantize(y, "dequantize", means) - y).detach()
 
-    def compress_latent(self, y: Tensor, emb: Tensor) -> tuple[list[bytes], tuple[int, int]]:
-        """Entropy-code one latent ``y`` (from ``g_a``) into its rANS strings [y, z] and the shape of ``z``.
+    def compress_latent(self, y: Tensor, emb: Tensor) -> tuple[list[bytes], LatentShapes]:
+        """Entropy-code one latent ``y`` (from ``g_a``) into its rANS strings [y, z] and the shapes of ``y`` and ``z``.
 
         Needs :meth:`update` to have built the CDF tables.  The transforms stay outside so that the codec can run
         ``g_a`` and ``g_s`` in tiles on large images.
@@ -210,22 +229,22 @@ class YotoHyperprior(CompressionModel):
         z = in_own_precision(self.h_a, self.hyper_input(y), emb).to(exact)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales, means = self.gaussian_params(z_hat, emb)
+        scales, means = self.gaussian_params(z_hat, emb, y.shape[-2:])
         if self.context is None:
             parts = [(y, scales, means)]
         else:
             parts = checkerboard.coding_order(self.context, y, scales, means)
         y_string = slices.compress(self.gaussian_conditional, parts)  # y quantised in float64
-        return [y_string, z_strings[0]], tuple(z.size()[-2:])
+        return [y_string, z_strings[0]], LatentShapes(tuple(y.shape[-2:]), tuple(z.shape[-2:]))
 
     def decompress_latent(
-        self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor, entropy_coder: object = None
+        self, strings: list[bytes], shapes: LatentShapes, emb: Tensor, entropy_coder: object = None
     ) -> Tensor:
         """Inverse of :meth:`compress_latent`: the quantised latent ``y_hat``, ready for ``g_s``."""
-        return self.decode_latent(strings, z_shape, emb, entropy_coder)[0]
+        return self.decode_latent(strings, shapes, emb, entropy_coder)[0]
 
     def decode_latent(
-        self, strings: list[bytes], z_shape: tuple[int, int], emb: Tensor, entropy_coder: object = None
+        self, strings: list[bytes], shapes: LatentShapes, emb: Tensor, entropy_coder: object = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``y_hat`` and what it is made of: the integer symbols of z and y and y's scale indexes.
 
@@ -233,8 +252,8 @@ class YotoHyperprior(CompressionModel):
         ``entropy_coder`` replaces the entropy models' rANS decoder (:class:`~yotocodec.isolation.DecoderProcess`).
         """
         bottleneck = _with_coder(self.entropy_bottleneck, entropy_coder)
-        z_hat = bottleneck.decompress([strings[1]], z_shape)
-        scales, means = self.gaussian_params(z_hat, emb)
+        z_hat = bottleneck.decompress([strings[1]], shapes.z)
+        scales, means = self.gaussian_params(z_hat, emb, shapes.y)
         stream = None if entropy_coder is None else entropy_coder.stream
         with slices.reading(self.gaussian_conditional, strings[0], stream) as read:
             if self.context is None:
