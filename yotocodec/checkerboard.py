@@ -11,7 +11,8 @@ hyperprior did not predict, which is what a neighbour's value can still tell som
 
 Positions are anchors where row + column is even.  For coding, each half is packed into a tensor of half the width
 (:func:`split`), as in CompressAI's ``CheckerboardLatentCodec``, so that the coder and the point-wise network see only
-the positions of their pass.
+the positions of their pass.  A latent with an odd side is packed as if edge-padded to even sides; the padded
+positions are not coded, and a padded anchor counts as symbol 0 for its neighbours.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from torch import Tensor, nn
 from .bands import in_bands
 
 KERNEL = 5
-GRID = 2  # the latent's height and width must be multiples of this: the two halves pack side by side (split)
 SCALE_FLOOR = 0.11  # the least scale of CompressAI's GaussianConditional (scale_bound): below it every scale is it
 
 
@@ -156,11 +156,17 @@ def coding_order(
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Encoder: (values, scales, means) of the anchors, then of the other half with its parameters refined from the
     anchors as the decoder will have them (rounded around their means), all in the precision of ``scales``."""
-    (anchor_scales, other_scales), (anchor_means, other_means) = split(scales), split(means)
-    anchor_y, other_y = split(y.to(scales.dtype))
+    real = _real_halves(y.shape)
+    (anchor_scales, other_scales), (anchor_means, other_means) = split(_even(scales)), split(_even(means))
+    anchor_y, other_y = split(_even(y.to(scales.dtype)))
     anchor_symbols = torch.round(anchor_y - anchor_means)
+    if real is not None:
+        anchor_symbols = torch.where(real[0], anchor_symbols, 0.0)
     other_scales, other_means = context.other_params(anchor_scales, other_scales, other_means, anchor_symbols)
-    return [(anchor_y, anchor_scales, anchor_means), (other_y, other_scales, other_means)]
+    parts = [(anchor_y, anchor_scales, anchor_means), (other_y, other_scales, other_means)]
+    if real is None:
+        return parts
+    return [tuple(t[..., mask] for t in part) for part, mask in zip(parts, real, strict=True)]
 
 
 def decode(
@@ -169,12 +175,41 @@ def decode(
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Decoder: ``(y_hat, indexes, symbols)`` of the latent whose halves ``read(indexes)`` returns in the order of
     :func:`coding_order`; ``indexes_of(scales)`` are the scale indexes."""
-    (anchor_scales, other_scales), (anchor_means, other_means) = split(scales), split(means)
+    height, width = scales.shape[-2:]
+    real = _real_halves(scales.shape) or (None, None)
+    (anchor_scales, other_scales), (anchor_means, other_means) = split(_even(scales)), split(_even(means))
     anchor_indexes = indexes_of(anchor_scales)
-    anchor_symbols = read(anchor_indexes)
+    anchor_symbols = _read_real(read, anchor_indexes, real[0])
     anchor_values = anchor_symbols.to(anchor_means.dtype)
     other_scales, other_means = context.other_params(anchor_scales, other_scales, other_means, anchor_values)
     other_indexes = indexes_of(other_scales)
-    other_symbols = read(other_indexes)
+    other_symbols = _read_real(read, other_indexes, real[1])
     y_hat = merge(anchor_values + anchor_means, other_symbols.to(other_means.dtype) + other_means)
-    return y_hat, merge(anchor_indexes, other_indexes), merge(anchor_symbols, other_symbols)
+    indexes, symbols = merge(anchor_indexes, other_indexes), merge(anchor_symbols, other_symbols)
+    return tuple(t[..., :height, :width] for t in (y_hat, indexes, symbols))
+
+
+def _even(t: Tensor) -> Tensor:
+    """``t`` edge-replicated at the bottom and right to even height and width (itself if they are)."""
+    rows, cols = t.shape[-2] % 2, t.shape[-1] % 2
+    return F.pad(t, (0, cols, 0, rows), mode="replicate") if rows or cols else t
+
+
+def _real_halves(shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor] | None:
+    """For a latent with an odd side: which positions of each packed half (:func:`split` of it made even) are real,
+    not padding; None if both sides are even."""
+    height, width = shape[-2:]
+    if height % 2 == 0 and width % 2 == 0:
+        return None
+    real = torch.zeros(height + height % 2, width + width % 2, dtype=torch.bool)
+    real[:height, :width] = True
+    return split(real)
+
+
+def _read_real(read: Callable[[Tensor], Tensor], indexes: Tensor, real: Tensor | None) -> Tensor:
+    """The symbols of a packed half: read where real, 0 at padded positions (which the encoder did not code)."""
+    if real is None:
+        return read(indexes)
+    symbols = torch.zeros(indexes.shape, dtype=torch.int32)
+    symbols[..., real] = read(indexes[..., real])
+    return symbols

@@ -17,7 +17,7 @@ import torch
 from compressai.ops import compute_padding
 from PIL import Image
 
-from . import checkerboard, isolation
+from . import isolation
 from .container import FORMAT_VERSION, Header, Payload, read, write
 from .errors import YotoError
 from .loading import ModelLike, model_for_file, resolve
@@ -121,13 +121,10 @@ def pixel_multiple(net: YotoHyperprior, version: int) -> int:
     """What each side of an image is padded to before ``g_a``, in a file of this format version.
 
     Up to version 2, to the stride of ``g_a`` and ``h_a`` together (64): a 640×480 photo was coded as 640×512.  From
-    version 3 only to ``g_a``'s (16; 32 for a checkerboard context, which needs an even latent), and the latent is
-    padded for ``h_a`` instead (``hyper_input`` in :mod:`yotocodec.model`): padded rows and columns cost bits, and
-    this way there are at most 15 (31) of them, not 63.
+    version 3 only to ``g_a``'s (16), and the latent is padded for ``h_a`` instead (``hyper_input`` in
+    :mod:`yotocodec.model`): padded rows and columns cost bits, and this way there are at most 15 of them, not 63.
     """
-    if version <= 2:
-        return net.downsampling_factor
-    return STRIDE * (checkerboard.GRID if net.context is not None else 1)
+    return net.downsampling_factor if version <= 2 else STRIDE
 
 
 def latent_shapes(net: YotoHyperprior, header: Header) -> LatentShapes:
