@@ -72,6 +72,7 @@ def test_encode_decode_info(png, tmp_path):
     code, output = run("info", out)
     assert code == 0
     assert "120×90 RGB" in output and "quality:  80.00" in output and "λ = " in output and "bpp" in output
+    assert "(format version 3)" in output
 
 
 @pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".tif"])

@@ -223,6 +223,7 @@ def test_info_reports_quality_lambda_and_bpp(model, photo):
     assert info.quality == pytest.approx(60, abs=0.001)
     assert model.config.lmbda_min < info.lmbda < model.config.lmbda_max
     assert info.bpp == pytest.approx(len(data) * 8 / 256**2)
+    assert info.format_version == 3
 
 
 @pytest.mark.parametrize("quality", [-1, 100.5, float("nan")])

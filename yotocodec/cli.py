@@ -208,7 +208,7 @@ def info_command(input_path: Path, model_path: Path | None) -> None:
         click.echo(f"file:     {input_path}")
         click.echo(f"image:    {info.width}×{info.height} {info.mode}")
         click.echo(f"quality:  {info.quality:.2f} ({lmbda})")
-        click.echo(f"size:     {info.num_bytes} bytes, {info.bpp:.4f} bpp")
+        click.echo(f"size:     {info.num_bytes} bytes, {info.bpp:.4f} bpp (format version {info.format_version})")
         stored = {"ICC profile": info.metadata.icc_profile, "EXIF": info.metadata.exif}
         if any(stored.values()):
             click.echo(

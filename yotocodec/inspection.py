@@ -30,6 +30,7 @@ class Info:
     model_id: str
     num_bytes: int
     metadata: Metadata
+    format_version: int  # of the container (docs/FORMAT.md): 3 since 0.7.0
 
     @property
     def bpp(self) -> float:
@@ -51,4 +52,6 @@ def inspect(data: bytes, *, model: ModelLike = None) -> Info:
     if lmbda is None and entry is not None:
         lmbda = lambda_of(header.lmbda_code, LambdaRange(entry.lmbda_min, entry.lmbda_max))
     quality = quality_of(header.lmbda_code)
-    return Info(header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), metadata)
+    return Info(
+        header.width, header.height, header.mode, quality, lmbda, header.model_id, len(data), metadata, header.version
+    )
