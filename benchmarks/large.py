@@ -137,7 +137,7 @@ def main(image: Path, size: str, quality: float, threads: int, out: Path) -> Non
         num_bytes = yoto.stat().st_size
         decoded = np.asarray(Image.open(back).convert("RGB"))
     original = np.asarray(big)
-    (pad_left, _, pad_top, _), _ = compute_padding(height, width, min_div=64)
+    (pad_left, _, pad_top, _), _ = compute_padding(height, width, min_div=tiling.STRIDE)  # format 3's padding
     mask = band_mask(height, width, pad_top, pad_left, 0)
     control = band_mask(height, width, pad_top, pad_left, tiling.TILE // 2)
     result = {
