@@ -25,6 +25,7 @@ from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
 from .bands import in_bands
+from .padding import pad_to_multiple
 
 KERNEL = 5
 SCALE_FLOOR = 0.11  # the least scale of CompressAI's GaussianConditional (scale_bound): below it every scale is it
@@ -157,8 +158,8 @@ def coding_order(
     """Encoder: (values, scales, means) of the anchors, then of the other half with its parameters refined from the
     anchors as the decoder will have them (rounded around their means), all in the precision of ``scales``."""
     real = _real_halves(y.shape)
-    (anchor_scales, other_scales), (anchor_means, other_means) = split(_even(scales)), split(_even(means))
-    anchor_y, other_y = split(_even(y.to(scales.dtype)))
+    (anchor_scales, other_scales), (anchor_means, other_means) = _halves(scales), _halves(means)
+    anchor_y, other_y = _halves(y.to(scales.dtype))
     anchor_symbols = torch.round(anchor_y - anchor_means)
     if real is not None:
         anchor_symbols = torch.where(real[0], anchor_symbols, 0.0)
@@ -177,7 +178,7 @@ def decode(
     :func:`coding_order`; ``indexes_of(scales)`` are the scale indexes."""
     height, width = scales.shape[-2:]
     real = _real_halves(scales.shape) or (None, None)
-    (anchor_scales, other_scales), (anchor_means, other_means) = split(_even(scales)), split(_even(means))
+    (anchor_scales, other_scales), (anchor_means, other_means) = _halves(scales), _halves(means)
     anchor_indexes = indexes_of(anchor_scales)
     anchor_symbols = _read_real(read, anchor_indexes, real[0])
     anchor_values = anchor_symbols.to(anchor_means.dtype)
@@ -189,10 +190,9 @@ def decode(
     return tuple(t[..., :height, :width] for t in (y_hat, indexes, symbols))
 
 
-def _even(t: Tensor) -> Tensor:
-    """``t`` edge-replicated at the bottom and right to even height and width (itself if they are)."""
-    rows, cols = t.shape[-2] % 2, t.shape[-1] % 2
-    return F.pad(t, (0, cols, 0, rows), mode="replicate") if rows or cols else t
+def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
+    """The anchors and the other half of ``t`` packed (:func:`split`), a side that is odd edge-padded to even."""
+    return split(pad_to_multiple(t, 2))
 
 
 def _real_halves(shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Tensor] | None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from . import checkerboard, slices
 from .bands import in_bands
 from .config import ModelConfig
+from .padding import pad_to_multiple
 
 
 class FiLM(nn.Module):
@@ -160,8 +161,7 @@ class YotoHyperprior(CompressionModel):
         """What ``h_a`` reads: ``y`` (``|y|`` for the scale hyperprior), edge-replicated at the bottom and right to a
         multiple of ``h_a``'s stride.  An image padded only to ``g_a``'s stride (format 3) gives a latent of any size,
         and its padding then costs the rate of a few latent rows, not of up to 48 rows of pixels."""
-        rows, cols = (-side % self.hyper_stride for side in y.shape[-2:])
-        y = F.pad(y, (0, cols, 0, rows), mode="replicate") if rows or cols else y
+        y = pad_to_multiple(y, self.hyper_stride)
         return y if self.config.arch == "mean-scale" else torch.abs(y)
 
     def gaussian_params(
