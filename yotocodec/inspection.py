@@ -30,7 +30,7 @@ class Info:
     model_id: str
     num_bytes: int
     metadata: Metadata
-    format_version: int  # of the container (docs/FORMAT.md): 3 for files written after 0.6.0
+    format_version: int  # of the container (docs/FORMAT.md): 3 since 0.7.0
 
     @property
     def bpp(self) -> float:

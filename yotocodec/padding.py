@@ -1,8 +1,8 @@
 """Padding a latent to a multiple of a stride, at the bottom and right by edge replication.
 
 Format 3 pads the image only to ``g_a``'s stride, so a latent can have any size: ``h_a`` reads it padded to a
-multiple of its own stride, and the checkerboard packs it as if padded to even sides.  Both pad the same way, so that
-the padded positions are copies of real ones (cheap to code, and cropped away after decoding).
+multiple of its own stride, and the checkerboard packs it as if padded to even sides.  Both pad the same way: the
+padded positions are copies of real ones, so h_a's padding costs z little, and the checkerboard's is never coded.
 """
 
 from __future__ import annotations
